@@ -1,0 +1,68 @@
+"""Error types raised by morphml.
+
+Every error a user can cause subclasses :class:`MorphmlError` *and* the builtin exception it
+refines, so callers can catch what they expect (``except ValueError`` keeps working).
+Messages say what went wrong, where (file, line, column), what was expected and, where it
+helps, what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ColumnMapError",
+    "FeatureIdError",
+    "MorphmlError",
+    "StatsFileError",
+    "SubjectDirError",
+    "TableImportError",
+    "UnknownStatsKindError",
+]
+
+
+class MorphmlError(Exception):
+    """Base class of every error morphml raises on purpose."""
+
+
+class StatsFileError(MorphmlError, ValueError):
+    """A FreeSurfer / FastSurfer stats file cannot be read.
+
+    Parameters
+    ----------
+    path : str
+        The file's name as given by the caller (shown in the message).
+    line : int or None
+        1-based line number of the problem, when it has one.
+    message : str
+        What was found and what was expected.
+    """
+
+    def __init__(self, path: str, line: int | None, message: str) -> None:
+        self.path = path
+        self.line = line
+        self.detail = message
+        where = f"{path} line {line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, int | None, str]]:
+        # keeps the error picklable across worker processes
+        return (type(self), (self.path, self.line, self.detail))
+
+
+class UnknownStatsKindError(StatsFileError):
+    """The file name does not match any stats kind morphml knows."""
+
+
+class SubjectDirError(MorphmlError, FileNotFoundError):
+    """A subject directory is missing, has no ``stats/`` folder, or holds no stats file."""
+
+
+class TableImportError(MorphmlError, ValueError):
+    """A table export or wide CSV/TSV cannot be imported."""
+
+
+class ColumnMapError(MorphmlError, ValueError):
+    """A YAML column map is invalid or does not fit the table it describes."""
+
+
+class FeatureIdError(MorphmlError, ValueError):
+    """A string is not a valid canonical feature id."""
