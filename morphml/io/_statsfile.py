@@ -1,0 +1,714 @@
+"""Reader for FreeSurfer / FastSurfer ``*.stats`` files.
+
+One grammar covers every table kind (see FORMATS.md): ``#`` header lines (title, provenance,
+``# Measure`` lines, ``# TableCol`` triplets, ``# NTableCols``, ``# ColHeaders``) followed by
+whitespace-separated rows. The column layout is always taken from the file's own
+``ColHeaders`` / ``TableCol`` lines.
+
+Identifying header fields (``cmdline``, ``hostname``, ``user``, ``SUBJECTS_DIR``,
+``subjectname``, time stamps, file paths) are dropped while parsing: a :class:`StatsFile`
+carries only non-identifying provenance.
+
+Speed: structure is parsed per file in Python; the numbers of a whole batch of files are
+converted to float64 in one call to Arrow's C++ parser (``read_stats_files``), which is
+several times faster than ``float()`` per token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from morphml.exceptions import StatsFileError, UnknownStatsKindError
+from morphml.io._dictionary import (
+    SEGMENTATION_COLUMNS,
+    SURFACE_COLUMNS,
+    canonical_global,
+    canonical_region,
+)
+
+__all__ = [
+    "Measure",
+    "StatsFile",
+    "classify_stats_name",
+    "parse_stats_bytes",
+    "read_stats_file",
+    "read_stats_files",
+]
+
+SURFACE_TITLE = "Table of FreeSurfer cortical parcellation anatomical statistics"
+SEGMENTATION_TITLE = "Title Segmentation Statistics"
+
+# file name -> (atlas, table kind); hemisphere comes from the ``lh.``/``rh.`` prefix
+_HEMI_KINDS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
+    (re.compile(rf"^(lh|rh)\.{pattern}\.stats$"), atlas, kind)
+    for pattern, atlas, kind in (
+        (r"aparc", "aparc", "surface"),
+        (r"aparc\.pial", "aparc_pial", "surface"),
+        (r"aparc\.a2009s", "a2009s", "surface"),
+        (r"aparc\.DKTatlas(?:40)?(?:\.mapped)?", "DKT", "surface"),
+        (r"BA(?:_exvivo)?", "BA", "surface"),
+        (r"BA(?:_exvivo)?\.thresh", "BA_thresh", "surface"),
+        (r"entorhinal_exvivo", "entorhinal", "surface"),
+        (r"w-g\.pct", "wgpct", "contrast"),
+        (r"curv", "curv", "curv"),
+    )
+)
+_PLAIN_KINDS: dict[str, tuple[str, str]] = {
+    "aseg.stats": ("aseg", "segmentation"),
+    "aseg+DKT.stats": ("aseg_dkt", "segmentation"),
+    "wmparc.stats": ("wmparc", "segmentation"),
+    "wmparc.DKTatlas.mapped.stats": ("wmparc_dkt", "segmentation"),
+    "cerebellum.CerebNet.stats": ("cerebnet", "segmentation"),
+    "entowm.stats": ("entowm", "segmentation"),
+    "vsinus.stats": ("vsinus", "segmentation"),
+    "brainvol.stats": ("global", "measures"),
+}
+
+#: stats kinds that are recognised but carry no morphometric features, with the reason
+SKIPPED_KINDS: dict[str, str] = {
+    "curv": (
+        "?h.curv.stats is free-text mris_curvature_stats output (whole-surface curvature "
+        "summaries), not a per-region table; it carries no feature of the dictionary"
+    ),
+    "wgpct": (
+        "?h.w-g.pct.stats holds grey/white intensity contrast per region, an image-quality "
+        "measure rather than morphometry; it is parsed but not turned into features"
+    ),
+}
+
+# header keys kept as provenance: none of them can identify a person or a site's machines
+_SAFE_HEADER_KEYS = frozenset(
+    {
+        "generating_program",
+        "cvs_version",
+        "mrisurf.c-cvs_version",
+        "FastSurfer_version",
+        "anatomy_type",
+        "hemi",
+        "VoxelVolume_mm3",
+        "VertexArea_mm2",
+        "ExcludeSegId",
+    }
+)
+
+_CVS_RE = re.compile(r"(\S+?\.c),v ([\d.]+) (\d{4})/")
+# (program, CVS revision) -> FreeSurfer release; facts from FORMATS.md and the real files
+_CVS_RELEASES: dict[tuple[str, str], str] = {
+    ("mri_segstats.c", "1.75.2.2"): "5.1",
+    ("mri_segstats.c", "1.121"): "6.0",
+    ("mris_anatomical_stats.c", "1.79"): "6.0",
+    ("mrisurf.c", "1.693.2.2"): "5.1",
+    ("mrisurf.c", "1.693.2.7"): "5.3",
+}
+_PLAIN_VERSION_RE = re.compile(r"^v?(\d+\.\d+(?:\.\d+)?)\S*$")
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One ``# Measure key, name, description, value, unit`` line."""
+
+    key: str
+    name: str
+    description: str
+    value: float
+    unit: str
+
+
+@dataclass(frozen=True)
+class StatsFile:
+    """One parsed stats file: table, ``# Measure`` values and safe provenance.
+
+    Attributes
+    ----------
+    name : str
+        The file's base name (never a path).
+    atlas : str
+        Canonical atlas (``aparc``, ``a2009s``, ``aseg``, ..., ``global`` for brainvol).
+    hemi : str
+        ``lh``, ``rh`` or ``na``.
+    table_kind : str
+        ``surface``, ``segmentation``, ``measures`` (brainvol), ``contrast`` (w-g.pct) or
+        ``curv``.
+    software, version : str
+        ``FreeSurfer`` or ``FastSurfer`` and the version read from the headers (``unknown``
+        when the headers do not say).
+    provenance : Mapping[str, str]
+        Non-identifying header values only.
+    columns : tuple of str
+        The file's ``ColHeaders``.
+    structures : tuple of str
+        The raw structure names, in file order.
+    values : numpy.ndarray
+        ``(n_structures, n_numeric_columns)`` float64 values, columns as
+        :attr:`numeric_columns`.
+    measures : tuple of Measure
+    """
+
+    name: str
+    atlas: str
+    hemi: str
+    table_kind: str
+    software: str
+    version: str
+    provenance: Mapping[str, str]
+    columns: tuple[str, ...]
+    numeric_columns: tuple[str, ...]
+    structures: tuple[str, ...]
+    values: np.ndarray
+    measures: tuple[Measure, ...]
+    content_hash: str = ""
+    _features: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
+
+    def column(self, header: str) -> np.ndarray:
+        """Values of one numeric column, by its ``ColHeaders`` name."""
+        try:
+            j = self.numeric_columns.index(header)
+        except ValueError:
+            raise KeyError(
+                f"{self.name} has no column {header!r}; columns are {list(self.numeric_columns)}"
+            ) from None
+        return self.values[:, j]
+
+    def features(self) -> dict[str, float]:
+        """Canonical feature id -> value for everything this file contributes.
+
+        Examples
+        --------
+        >>> sf = read_stats_file(path)  # doctest: +SKIP
+        >>> sf.features()["aparc.lh.superiorfrontal.thickness"]  # doctest: +SKIP
+        2.682
+        """
+        if not self._features and self.atlas not in SKIPPED_KINDS:
+            self._features.update(_features_of(self))
+        return dict(self._features)
+
+
+def classify_stats_name(name: str) -> tuple[str, str, str]:
+    """Return ``(atlas, hemi, table_kind)`` for a stats file name.
+
+    Raises
+    ------
+    UnknownStatsKindError
+        When the name matches no kind morphml knows.
+
+    Examples
+    --------
+    >>> classify_stats_name("lh.aparc.DKTatlas.mapped.stats")
+    ('DKT', 'lh', 'surface')
+    """
+    base = os.path.basename(name)
+    plain = _PLAIN_KINDS.get(base)
+    if plain is not None:
+        return plain[0], "na", plain[1]
+    for pattern, atlas, kind in _HEMI_KINDS:
+        match = pattern.match(base)
+        if match:
+            return atlas, match.group(1), kind
+    known = sorted(_PLAIN_KINDS) + [
+        "?h.aparc.stats",
+        "?h.aparc.pial.stats",
+        "?h.aparc.a2009s.stats",
+        "?h.aparc.DKTatlas[40|.mapped].stats",
+        "?h.BA[_exvivo][.thresh].stats",
+        "?h.entorhinal_exvivo.stats",
+        "?h.w-g.pct.stats",
+        "?h.curv.stats",
+    ]
+    raise UnknownStatsKindError(
+        name,
+        None,
+        f"unknown stats kind {base!r}; morphml reads {', '.join(known)} "
+        "(pass as_name= to read a renamed copy)",
+    )
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass
+class _Pending:
+    """A file whose structure is parsed and whose numbers still need converting."""
+
+    label: str
+    text: str
+    content_hash: str = field(default="", init=False)
+    atlas: str
+    hemi: str
+    table_kind: str
+    software: str
+    version: str
+    provenance: dict[str, str]
+    columns: tuple[str, ...]
+    numeric_columns: tuple[str, ...]
+    structures: tuple[str, ...]
+    tokens: list[str]
+    first_row_line: int
+    measures: tuple[Measure, ...]
+
+
+def _decode(data: bytes, label: str) -> str:
+    if not data:
+        raise StatsFileError(
+            label, None, "empty file; expected a FreeSurfer/FastSurfer stats table"
+        )
+    if b"\x00" in data:
+        line = data.count(b"\n", 0, data.index(b"\x00")) + 1
+        raise StatsFileError(label, line, "binary data (NUL byte); expected a text stats file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise StatsFileError(
+            label, line, f"bytes that are not UTF-8 text at byte {err.start}; expected text"
+        ) from None
+
+
+def _parse_measure(body: str, label: str, lineno: int) -> Measure:
+    parts = [p.strip() for p in body.split(",")]
+    if len(parts) == 4:
+        # a real FS6 file (brainload subject1) lost the comma between name and description
+        head, _, desc = parts[1].partition(" ")
+        parts = [parts[0], head, desc, parts[2], parts[3]]
+    if len(parts) != 5:
+        raise StatsFileError(
+            label,
+            lineno,
+            f"expected '# Measure key, name, description, value, unit' (5 fields), "
+            f"got {len(parts)} fields",
+        )
+    try:
+        value = float(parts[3])
+    except ValueError:
+        raise StatsFileError(
+            label, lineno, f"'# Measure {parts[0]}' value {parts[3]!r} is not a number"
+        ) from None
+    return Measure(parts[0], parts[1], parts[2], value, parts[4])
+
+
+def _detect_version(
+    label: str, atlas: str, prov: Mapping[str, str], base: str
+) -> tuple[str, str]:
+    fastsurfer = (
+        prov.get("generating_program") == "segstats.py"
+        or "FastSurfer_version" in prov
+        or atlas in ("aseg_dkt", "wmparc_dkt", "cerebnet")
+        or base.endswith(".mapped.stats")
+    )
+    if fastsurfer:
+        return "FastSurfer", prov.get("FastSurfer_version", "unknown")
+    cvs = prov.get("cvs_version")
+    if cvs is None:
+        return ("FreeSurfer" if prov else "unknown"), "unknown"
+    plain = _PLAIN_VERSION_RE.match(cvs)
+    if plain:
+        return "FreeSurfer", plain.group(1)
+    releases = []
+    for text in (cvs, prov.get("mrisurf.c-cvs_version", "")):
+        match = _CVS_RE.search(text)
+        if match:
+            release = _CVS_RELEASES.get((match.group(1), match.group(2)))
+            if release:
+                releases.append(release)
+    if releases:
+        # mrisurf.c tells 5.1 from 5.3 where mris_anatomical_stats.c did not change
+        return "FreeSurfer", max(releases)
+    return "FreeSurfer", "unknown"
+
+
+def _parse_structure(text: str, label: str, base: str) -> _Pending:
+    atlas, hemi, table_kind = classify_stats_name(base)
+    if table_kind == "curv":
+        return _Pending(
+            label, text, atlas, hemi, table_kind, "FreeSurfer", "unknown", {}, (), (), (),
+            [], 0, (),
+        )  # fmt: skip
+    lines = text.split("\n")
+    nlines = len(lines)
+    if table_kind == "surface":
+        expected_title = SURFACE_TITLE
+    elif table_kind == "measures":
+        expected_title = ""
+    else:
+        expected_title = SEGMENTATION_TITLE
+    first = lines[0].lstrip("#").strip()
+    if expected_title and first != expected_title:
+        raise StatsFileError(
+            label,
+            1,
+            f"expected the title line '# {expected_title}' for a {table_kind} stats file, "
+            f"got {lines[0][:60]!r}",
+        )
+    prov: dict[str, str] = {}
+    measures: list[Measure] = []
+    tablecols: dict[int, str] = {}
+    ntablecols: int | None = None
+    nrows: int | None = None
+    colheaders: list[str] | None = None
+    i = 1 if expected_title else 0
+    while i < nlines:
+        line = lines[i]
+        i += 1
+        if not line.startswith("#"):
+            if line.strip():
+                if table_kind == "measures":
+                    raise StatsFileError(
+                        label, i, "expected only '# Measure' lines in brainvol.stats"
+                    )
+                raise StatsFileError(
+                    label, i, "table row before the '# ColHeaders' line; expected a header line"
+                )
+            continue
+        body = line[1:].strip()
+        if not body:
+            continue
+        key, _, rest = body.partition(" ")
+        if key == "Measure":
+            measures.append(_parse_measure(rest, label, i))
+        elif key == "ColHeaders":
+            colheaders = rest.split()
+            break
+        elif key == "TableCol":
+            parts = rest.split(None, 2)
+            if len(parts) == 3 and parts[1] == "ColHeader":
+                try:
+                    tablecols[int(parts[0])] = parts[2].strip()
+                except ValueError:
+                    raise StatsFileError(
+                        label, i, f"'# TableCol' index {parts[0]!r} is not an integer"
+                    ) from None
+        elif key == "NTableCols":
+            try:
+                ntablecols = int(rest)
+            except ValueError:
+                raise StatsFileError(
+                    label, i, f"'# NTableCols' value {rest.strip()!r} is not an integer"
+                ) from None
+        elif key == "NRows":
+            try:
+                nrows = int(rest)
+            except ValueError:
+                raise StatsFileError(
+                    label, i, f"'# NRows' value {rest.strip()!r} is not an integer"
+                ) from None
+        elif key in _SAFE_HEADER_KEYS:
+            value = rest.strip().strip("$").strip()
+            if value:
+                prov[key] = value
+        elif key in ("AnnotationFile", "Annot"):
+            # keep only the annotation's name (e.g. 'aparc.a2009s'), never its path
+            annot = os.path.basename(rest.split()[-1]) if rest.split() else ""
+            annot = re.sub(r"^(lh|rh)\.", "", annot).removesuffix(".annot")
+            if annot and "/" not in annot:
+                prov["annot"] = annot
+    software, version = _detect_version(label, atlas, prov, base)
+    if table_kind == "measures":
+        if not measures:
+            raise StatsFileError(label, None, "no '# Measure' lines; expected brainvol measures")
+        return _Pending(
+            label, text, atlas, hemi, table_kind, software, version, prov, (), (), (), [],
+            0, tuple(measures),
+        )  # fmt: skip
+    if colheaders is None:
+        raise StatsFileError(
+            label,
+            nlines,
+            "no '# ColHeaders' line before the end of the file (truncated?); "
+            "expected the header to end with '# ColHeaders ...'",
+        )
+    header_line = i
+    if ntablecols is not None and ntablecols != len(colheaders):
+        raise StatsFileError(
+            label,
+            header_line,
+            f"'# NTableCols {ntablecols}' disagrees with the {len(colheaders)} names on "
+            f"'# ColHeaders' ({' '.join(colheaders)})",
+        )
+    if tablecols:
+        declared = [tablecols[k] for k in sorted(tablecols)]
+        if declared != colheaders:
+            raise StatsFileError(
+                label,
+                header_line,
+                f"'# TableCol' headers {declared} disagree with '# ColHeaders' {colheaders}",
+            )
+    if "StructName" not in colheaders:
+        raise StatsFileError(
+            label, header_line, f"'# ColHeaders' has no StructName column: {colheaders}"
+        )
+    if len(set(colheaders)) != len(colheaders):
+        raise StatsFileError(label, header_line, f"duplicate names in '# ColHeaders': {colheaders}")
+    name_idx = colheaders.index("StructName")
+    ncols = len(colheaders)
+    body_text = "\n".join(lines[header_line:])
+    if text and not text.endswith("\n"):
+        raise StatsFileError(
+            label,
+            nlines,
+            "the file does not end with a newline: it looks truncated "
+            "(FreeSurfer and FastSurfer end every row with a newline)",
+        )
+    tokens = body_text.split()
+    if not tokens:
+        raise StatsFileError(
+            label, header_line, "no table rows after '# ColHeaders' (truncated or empty table)"
+        )
+    if len(tokens) % ncols or "#" in body_text:
+        _raise_row_error(lines, header_line, ncols, label)
+    # every row must start a line: catches rows whose columns spill onto the next line
+    firsts = [p[0] for p in (line.split(None, 1) for line in lines[header_line:]) if p]
+    if firsts != tokens[0::ncols]:
+        _raise_row_error(lines, header_line, ncols, label)
+    structures = tokens[name_idx::ncols]
+    del tokens[name_idx::ncols]
+    if nrows is not None and nrows != len(structures):
+        raise StatsFileError(
+            label,
+            nlines,
+            f"'# NRows {nrows}' but the table has {len(structures)} rows (truncated?)",
+        )
+    if len(set(structures)) != len(structures):
+        seen: dict[str, int] = {}
+        for lineno in range(header_line + 1, nlines + 1):
+            parts = lines[lineno - 1].split()
+            if not parts:
+                continue
+            struct = parts[name_idx]
+            if struct in seen:
+                raise StatsFileError(
+                    label,
+                    lineno,
+                    f"duplicate structure {struct!r} (first on line {seen[struct]}); "
+                    "expected each structure once",
+                )
+            seen[struct] = lineno
+    numeric = tuple(c for c in colheaders if c != "StructName")
+    return _Pending(
+        label, text, atlas, hemi, table_kind, software, version, prov, tuple(colheaders),
+        numeric, tuple(structures), tokens, header_line + 1, tuple(measures),
+    )  # fmt: skip
+
+
+def _raise_row_error(lines: Sequence[str], header_line: int, ncols: int, label: str) -> None:
+    _check_row_lengths(lines, header_line, ncols, label)
+    raise StatsFileError(label, None, "table rows do not line up with '# ColHeaders'")
+
+
+def _check_row_lengths(lines: Sequence[str], header_line: int, ncols: int, label: str) -> None:
+    for lineno in range(header_line + 1, len(lines) + 1):
+        line = lines[lineno - 1]
+        if line.lstrip().startswith("#"):
+            raise StatsFileError(label, lineno, "header line inside the table; expected a row")
+        parts = line.split()
+        if parts and len(parts) != ncols:
+            raise StatsFileError(
+                label,
+                lineno,
+                f"expected {ncols} columns, got {len(parts)}",
+            )
+
+
+def _convert_one(p: _Pending) -> np.ndarray:
+    """Convert one file's tokens with Python floats, naming the first bad value."""
+    ncol = len(p.numeric_columns)
+    try:
+        flat = [float(t) for t in p.tokens]
+    except ValueError:
+        _raise_value_error(p)
+        raise  # pragma: no cover - _raise_value_error always raises
+    return np.asarray(flat, dtype=np.float64).reshape(-1, ncol)
+
+
+def _raise_value_error(p: _Pending) -> None:
+    lines = p.text.split("\n")
+    _check_row_lengths(lines, p.first_row_line - 1, len(p.columns), p.label)
+    name_idx = p.columns.index("StructName")
+    for lineno in range(p.first_row_line, len(lines) + 1):
+        parts = lines[lineno - 1].split()
+        for j, tok in enumerate(parts):
+            if j == name_idx:
+                continue
+            try:
+                float(tok)
+            except ValueError:
+                raise StatsFileError(
+                    p.label,
+                    lineno,
+                    f"column {p.columns[j]!r} value {tok!r} is not a number "
+                    f"(structure {parts[name_idx]!r})",
+                ) from None
+    raise StatsFileError(p.label, None, "a table value is not a number")
+
+
+def _finish(p: _Pending, values: np.ndarray) -> StatsFile:
+    base = os.path.basename(p.label)
+    return StatsFile(
+        name=base,
+        atlas=p.atlas,
+        hemi=p.hemi,
+        table_kind=p.table_kind,
+        software=p.software,
+        version=p.version,
+        provenance=dict(p.provenance),
+        columns=p.columns,
+        numeric_columns=p.numeric_columns,
+        structures=p.structures,
+        values=values,
+        measures=p.measures,
+        content_hash=p.content_hash,
+    )
+
+
+def _convert_batch(pending: Sequence[_Pending]) -> list[np.ndarray]:
+    tables = [p for p in pending if p.tokens]
+    total = sum(len(p.tokens) for p in tables)
+    out: dict[int, np.ndarray] = {}
+    if total >= 2048:
+        flat = _arrow_floats(tables)
+        if flat is not None:
+            start = 0
+            for p in tables:
+                stop = start + len(p.tokens)
+                out[id(p)] = flat[start:stop].reshape(-1, len(p.numeric_columns))
+                start = stop
+    results = []
+    for p in pending:
+        if not p.tokens:
+            results.append(np.empty((0, len(p.numeric_columns)), dtype=np.float64))
+        elif id(p) in out:
+            results.append(out[id(p)])
+        else:
+            results.append(_convert_one(p))
+    return results
+
+
+def _arrow_floats(tables: Sequence[_Pending]) -> np.ndarray | None:
+    """All tokens of ``tables`` as one float64 array, or None if any is not a plain number."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    blob = "\n".join("\n".join(p.tokens) for p in tables).encode()
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(blob),
+            read_options=pacsv.ReadOptions(column_names=["v"], use_threads=False),
+            parse_options=pacsv.ParseOptions(quote_char=False, double_quote=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types={"v": pa.float64()}, null_values=[], strings_can_be_null=False
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None  # the per-file path finds and names the bad value
+    col = table.column(0)
+    if col.null_count:
+        return None
+    return np.asarray(col.to_numpy(), dtype=np.float64)
+
+
+def parse_stats_bytes(data: bytes, name: str, *, label: str | None = None) -> StatsFile:
+    """Parse the bytes of one stats file.
+
+    Parameters
+    ----------
+    data : bytes
+        The file's content.
+    name : str
+        The file name that decides the stats kind (``aseg.stats``, ``lh.aparc.stats``, ...).
+    label : str, optional
+        How the file is named in error messages (defaults to ``name``).
+    """
+    label = label or name
+    pending = _parse_structure(_decode(data, label), label, os.path.basename(name))
+    pending.content_hash = hashlib.sha256(data).hexdigest()
+    return _finish(pending, _convert_batch([pending])[0])
+
+
+def read_stats_file(path: str | os.PathLike[str], *, as_name: str | None = None) -> StatsFile:
+    """Read one FreeSurfer or FastSurfer stats file.
+
+    Parameters
+    ----------
+    path : path-like
+        The file to read.
+    as_name : str, optional
+        Classify the file as if it had this name (for renamed copies such as
+        ``lh.aparc.stats.bak``).
+
+    Returns
+    -------
+    StatsFile
+
+    Raises
+    ------
+    StatsFileError
+        Naming the file, the line and what was expected, for any malformed input.
+
+    Examples
+    --------
+    >>> sf = read_stats_file("subj/stats/lh.aparc.stats")  # doctest: +SKIP
+    >>> sf.atlas, sf.hemi, sf.software
+    ('aparc', 'lh', 'FreeSurfer')
+    """
+    return read_stats_files([path], as_names=[as_name] if as_name else None)[0]
+
+
+def read_stats_files(
+    paths: Iterable[str | os.PathLike[str]], *, as_names: Sequence[str | None] | None = None
+) -> list[StatsFile]:
+    """Read many stats files, converting all their numbers in one batch.
+
+    Equivalent to calling :func:`read_stats_file` on each path, but faster: numbers of the
+    whole batch go through one call to Arrow's float parser.
+    """
+    pending = []
+    for k, path in enumerate(paths):
+        label = os.fspath(path)
+        name = as_names[k] if as_names and as_names[k] else os.path.basename(label)
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except IsADirectoryError:
+            raise StatsFileError(label, None, "is a directory; expected a stats file") from None
+        except FileNotFoundError:
+            raise StatsFileError(label, None, "file not found") from None
+        except OSError as err:
+            raise StatsFileError(label, None, f"cannot be read: {err.strerror}") from None
+        parsed = _parse_structure(_decode(data, label), label, os.path.basename(name))
+        parsed.content_hash = hashlib.sha256(data).hexdigest()
+        pending.append(parsed)
+    return [_finish(p, v) for p, v in zip(pending, _convert_batch(pending), strict=True)]
+
+
+# --------------------------------------------------------------------------- features
+
+_SURFACE_HEMI_MEASURES = frozenset({"NumVert", "WhiteSurfArea", "MeanThickness", "PialSurfArea"})
+
+
+def _features_of(sf: StatsFile) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if sf.table_kind in ("surface", "segmentation") and len(sf.structures):
+        column_map = SURFACE_COLUMNS if sf.table_kind == "surface" else SEGMENTATION_COLUMNS
+        hemi = sf.hemi if sf.table_kind == "surface" else "na"
+        picks = [
+            (j, column_map[c]) for j, c in enumerate(sf.numeric_columns) if c in column_map
+        ]
+        prefix = f"{sf.atlas}.{hemi}."
+        values = sf.values
+        for r, raw in enumerate(sf.structures):
+            region = canonical_region(sf.atlas, raw)
+            row = values[r]
+            for j, measure in picks:
+                out[f"{prefix}{region}.{measure}"] = float(row[j])
+    for m in sf.measures:
+        if sf.table_kind == "surface" and m.key == "Cortex" and m.name in _SURFACE_HEMI_MEASURES:
+            hemi_m, region_m, measure_m = sf.hemi, m.name, canonical_global(m.name, m.unit)[2]
+        else:
+            hemi_m, region_m, measure_m = canonical_global(m.name, m.unit)
+        out.setdefault(f"global.{hemi_m}.{region_m}.{measure_m}", m.value)
+    return out
