@@ -1,0 +1,73 @@
+"""Stats-reader throughput on every real stats file in ../shared/data.
+
+Prints files/s and MB/s for
+  * morphml's batch reader (``read_stats_files``: what ``read_subject`` and ingest use),
+  * morphml's one-file reader (``read_stats_file`` in a loop),
+  * the bare baseline ``open().read().split()`` over the same files,
+and the ratio of each to the baseline. Target (issue 2): >= 10,000 files/s on one core.
+freesurfer-stats, for reference, reads about 420 cortical files/s on this machine.
+
+Usage: python benchmarks/bench_read.py [--repeat N] [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+from morphml.io import read_stats_file, read_stats_files
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args()
+    files = sorted(
+        p for p in args.data.rglob("*.stats") if p.is_file() and not p.name.endswith("curv.stats")
+    )
+    nbytes = sum(p.stat().st_size for p in files)
+    n = len(files) * args.repeat
+    mb = nbytes * args.repeat / 1e6
+    print(f"{len(files)} real stats files, {nbytes / 1e3:.0f} kB, x{args.repeat} repeats")
+
+    def bare() -> None:
+        for p in files:
+            with open(p) as handle:
+                handle.read().split()
+
+    def batch() -> None:
+        read_stats_files(files)
+
+    def single() -> None:
+        for p in files:
+            read_stats_file(p)
+
+    results = {}
+    for name, func in (("bare open().read().split()", bare), ("morphml batch", batch),
+                       ("morphml one file at a time", single)):  # fmt: skip
+        func()  # warm the page cache and imports
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(args.repeat):
+                func()
+            best = min(best, time.perf_counter() - t0)
+        results[name] = best
+    base = results["bare open().read().split()"]
+    for name, seconds in results.items():
+        print(
+            f"{name:<28} {n / seconds:>10,.0f} files/s {mb / seconds:>8.1f} MB/s"
+            f"   time x{seconds / base:.2f} of the bare loop"
+        )
+    rate = n / results["morphml batch"]
+    print(f"target >= 10,000 files/s on one core: {'MET' if rate >= 10_000 else 'NOT MET'}"
+          f" ({rate:,.0f}); cpu count {os.cpu_count()}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
