@@ -123,7 +123,9 @@ def features(atlas: str | None, aliases_only: bool, as_json: bool) -> None:
         return
     for r in rows:
         if r["kind"] == "alias":
-            click.echo(f"alias    {r['atlas']:<10} {r['name']} -> {r['canonical']}  ({r['origin']})")
+            click.echo(
+                f"alias    {r['atlas']:<10} {r['name']} -> {r['canonical']}  ({r['origin']})"
+            )
         else:
             click.echo(f"feature  {r['name']}")
 

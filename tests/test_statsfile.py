@@ -74,9 +74,9 @@ def _identifying_values(path: Path) -> set[str]:
     out = set()
     for line in path.read_text().splitlines():
         key, _, value = line.lstrip("# ").partition(" ")
-        if key in ("hostname", "user", "SUBJECTS_DIR", "subjectname", "CreationTime"):
-            if len(value.strip()) >= 4:
-                out.add(value.strip())
+        keep = key in ("hostname", "user", "SUBJECTS_DIR", "subjectname", "CreationTime")
+        if keep and len(value.strip()) >= 4:
+            out.add(value.strip())
         if key == "cmdline":
             out.update(t for t in value.split() if "/" in t and len(t) > 8)
     return out
@@ -241,7 +241,9 @@ def test_curv_and_wgpct_are_skipped_with_reason() -> None:
     assert "curvature" in rec.skipped["stats/lh.curv.stats"]
     assert "contrast" in rec.skipped["stats/lh.w-g.pct.stats"]
     assert "wgpct" not in rec.atlases
-    sf = read_stats_file(SHARED_DATA / "freesurfer-stats-tests/subjects/soichi/stats/lh.w-g.pct.stats")
+    sf = read_stats_file(
+        SHARED_DATA / "freesurfer-stats-tests/subjects/soichi/stats/lh.w-g.pct.stats"
+    )
     assert np.isnan(sf.column("SNR")[0])  # '-nan' in the real file
 
 
@@ -364,12 +366,15 @@ def test_wrong_title() -> None:
 
 
 def test_bad_measure_value() -> None:
-    data = AS.replace(b"Brain Segmentation Volume, 1169408.000000", b"Brain Segmentation Volume, x")
+    data = AS.replace(
+        b"Brain Segmentation Volume, 1169408.000000", b"Brain Segmentation Volume, x"
+    )
     _expect(data, "aseg.stats", "value 'x' is not a number")
 
 
 def test_unknown_stats_kind(tmp_path: Path) -> None:
-    with pytest.raises(UnknownStatsKindError, match="unknown stats kind 'lh.aparc.a2005s.stats'"):
+    pattern = r"unknown stats kind 'lh\.aparc\.a2005s\.stats'"
+    with pytest.raises(UnknownStatsKindError, match=pattern):
         classify_stats_name("lh.aparc.a2005s.stats")
     path = tmp_path / "hipposubfields.stats"
     path.write_bytes(AS)

@@ -232,11 +232,7 @@ def known_regions(atlas: str) -> tuple[str, ...]:
         return base["BA"]
     if atlas == "aseg_dkt":
         dkt = base["DKT"]
-        return (
-            base["aseg"]
-            + tuple(f"ctx-lh-{r}" for r in dkt)
-            + tuple(f"ctx-rh-{r}" for r in dkt)
-        )
+        return base["aseg"] + tuple(f"ctx-lh-{r}" for r in dkt) + tuple(f"ctx-rh-{r}" for r in dkt)
     if atlas == "wmparc_dkt":
         dkt = base["DKT"]
         return (
@@ -467,7 +463,7 @@ def dictionary_table() -> list[dict[str, str]]:
     for atlas, (kind, description) in ATLASES.items():
         if kind == "global":
             for region, (measure, per_hemi, desc) in GLOBAL_MEASURES.items():
-                hemis = ("lh", "rh", "na") if per_hemi else ("na",)
+                hemis: tuple[str, ...] = ("lh", "rh", "na") if per_hemi else ("na",)
                 if region in ("NumVert", "WhiteSurfArea", "PialSurfArea", "MeanThickness"):
                     hemis = ("lh", "rh")
                 for hemi in hemis:
@@ -481,11 +477,9 @@ def dictionary_table() -> list[dict[str, str]]:
                         }
                     )
             continue
-        measures = (
-            SURFACE_COLUMNS.values() if kind == "surface" else SEGMENTATION_COLUMNS.values()
-        )
-        hemis = ("lh", "rh") if kind == "surface" else ("na",)
-        for hemi in hemis:
+        measures = SURFACE_COLUMNS.values() if kind == "surface" else SEGMENTATION_COLUMNS.values()
+        table_hemis: tuple[str, ...] = ("lh", "rh") if kind == "surface" else ("na",)
+        for hemi in table_hemis:
             for region in known_regions(atlas):
                 for measure in measures:
                     rows.append(

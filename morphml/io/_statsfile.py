@@ -300,9 +300,7 @@ def _parse_measure(body: str, label: str, header: str, pos: int) -> Measure:
     return Measure(key.strip(), name.strip(), desc.strip(), number, unit.strip())
 
 
-def _detect_version(
-    label: str, atlas: str, prov: Mapping[str, str], base: str
-) -> tuple[str, str]:
+def _detect_version(label: str, atlas: str, prov: Mapping[str, str], base: str) -> tuple[str, str]:
     return _detect_version_cached(
         atlas,
         base.endswith(".mapped.stats"),
@@ -725,7 +723,8 @@ def read_stats_files(
     for k, path in enumerate(paths):
         label = os.fspath(path)
         base = os.path.basename(label)
-        name = as_names[k] if as_names and as_names[k] else base
+        alias = as_names[k] if as_names else None
+        name = alias if alias else base
         try:
             data = _read_bytes(label)
         except IsADirectoryError:
@@ -751,9 +750,7 @@ def _features_of(sf: StatsFile) -> dict[str, float]:
     if sf.table_kind in ("surface", "segmentation") and len(sf.structures):
         column_map = SURFACE_COLUMNS if sf.table_kind == "surface" else SEGMENTATION_COLUMNS
         hemi = sf.hemi if sf.table_kind == "surface" else "na"
-        picks = [
-            (j, column_map[c]) for j, c in enumerate(sf.numeric_columns) if c in column_map
-        ]
+        picks = [(j, column_map[c]) for j, c in enumerate(sf.numeric_columns) if c in column_map]
         prefix = f"{sf.atlas}.{hemi}."
         values = sf.values
         for r, raw in enumerate(sf.structures):
