@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -12,9 +10,7 @@ from morphml.io import parse_stats_bytes
 from tests.conftest import SHARED_DATA
 
 REAL = sorted(
-    p
-    for p in SHARED_DATA.rglob("*.stats")
-    if p.is_file() and not p.name.endswith("curv.stats")
+    p for p in SHARED_DATA.rglob("*.stats") if p.is_file() and not p.name.endswith("curv.stats")
 )
 CONTENT = {p: p.read_bytes() for p in REAL}
 
@@ -34,7 +30,9 @@ def corrupted(draw: st.DrawFn) -> tuple[str, bytes]:
         elif op == "insert":
             data[i:i] = draw(st.binary(min_size=1, max_size=16))
         elif op == "replace":
-            chunk = draw(st.sampled_from([b"x", b" ", b"\n", b",", b"#", b"-nan", b"1e999", b"\xff"]))
+            chunk = draw(
+                st.sampled_from([b"x", b" ", b"\n", b",", b"#", b"-nan", b"1e999", b"\xff"])
+            )
             data[i : i + len(chunk)] = chunk
         elif op == "truncate":
             del data[i:]
