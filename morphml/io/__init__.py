@@ -1,5 +1,13 @@
 """Readers: FreeSurfer / FastSurfer stats files, subject folders, table exports."""
 
+from morphml.io._columnmap import (
+    ColumnMap,
+    IdentifyingColumns,
+    Phenotype,
+    RowFilter,
+    SexColumn,
+    load_column_map,
+)
 from morphml.io._dictionary import (
     ATLASES,
     GLOBAL_MEASURES,
@@ -23,17 +31,32 @@ from morphml.io._statsfile import (
     read_stats_files,
 )
 from morphml.io._subject import FileRecord, SubjectRecord, find_stats_dir, read_subject
+from morphml.io._tables import (
+    NOT_IMPORTED,
+    WideTable,
+    identifying_kind,
+    read_table_export,
+    read_wide_table,
+    recognise_column,
+)
 
 __all__ = [
     "ATLASES",
     "GLOBAL_MEASURES",
     "MEASURES",
+    "NOT_IMPORTED",
     "Alias",
+    "ColumnMap",
     "FeatureId",
     "FileRecord",
+    "IdentifyingColumns",
     "Measure",
+    "Phenotype",
+    "RowFilter",
+    "SexColumn",
     "StatsFile",
     "SubjectRecord",
+    "WideTable",
     "alias_table",
     "canonical_global",
     "canonical_region",
@@ -41,10 +64,15 @@ __all__ = [
     "dictionary_table",
     "feature_id",
     "find_stats_dir",
+    "identifying_kind",
     "known_regions",
+    "load_column_map",
     "parse_feature_id",
     "parse_stats_bytes",
     "read_stats_file",
     "read_stats_files",
     "read_subject",
+    "read_table_export",
+    "read_wide_table",
+    "recognise_column",
 ]

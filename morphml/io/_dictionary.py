@@ -349,7 +349,6 @@ def _explicit_aliases() -> list[Alias]:
         ("SupraTentorialNotVent", "SupraTentorialVolNotVent", "measure key"),
         ("SupraTentorialNotVentVox", "SupraTentorialVolNotVentVox", "measure key"),
         ("Mask", "MaskVol", "measure key"),
-        ("TotalBrainVolume", "BrainSegVol", "brainstats table column (FS 5 'totalBrainVolume')"),
     ]
     rows.extend(Alias("global", a, c, o) for a, c, o in globals_)
     return rows

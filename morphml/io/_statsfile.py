@@ -124,7 +124,7 @@ class Measure(NamedTuple):
     unit: str
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class StatsFile:
     """One parsed stats file: table, ``# Measure`` values and safe provenance.
 
@@ -193,6 +193,7 @@ class StatsFile:
         return dict(self._features)
 
 
+@lru_cache(maxsize=1024)
 def classify_stats_name(name: str) -> tuple[str, str, str]:
     """Return ``(atlas, hemi, table_kind)`` for a stats file name.
 
@@ -352,6 +353,10 @@ def _detect_version_cached(
 # re engine finds with a fast substring search; a per-line Python loop was 3x slower.
 _TABLECOL_RE = re.compile(r"# TableCol[ \t]+(\S+)[ \t]+ColHeader[ \t]+(\S+)")
 _MEASURE_RE = re.compile(r"# Measure ([^\n]*)")
+_MEASURE_FAST_RE = re.compile(
+    r"# Measure ([^,\n]*), ([^,\n]*), ([^,\n]*), ([^,\n]*), ([^,\s]*)[ \t\r]*\n"
+)
+_FLOAT_RE = re.compile(r"-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?$")
 _KEY_RE = re.compile(
     r"\n# (generating_program|cvs_version|mrisurf\.c-cvs_version|FastSurfer_version"
     r"|anatomy_type|hemi|VoxelVolume_mm3|VertexArea_mm2|ExcludeSegId|AnnotationFile|Annot"
@@ -407,8 +412,16 @@ def _parse_structure(text: str, label: str, base: str) -> _Pending:
     ntablecols: int | None = None
     nrows: int | None = None
     measures = [
-        _parse_measure(m.group(1), label, header, m.start()) for m in _MEASURE_RE.finditer(header)
+        Measure(key, name, desc, float(value), unit)
+        for key, name, desc, value, unit in _MEASURE_FAST_RE.findall(header)
+        if _FLOAT_RE.match(value)
     ]
+    if len(measures) != header.count("# Measure "):
+        # a malformed or unusual line: the careful parser keeps order and names the line
+        measures = [
+            _parse_measure(m.group(1), label, header, m.start())
+            for m in _MEASURE_RE.finditer(header)
+        ]
     # declared TableCol names, in file order (cheap split; the regex only runs on a mismatch)
     declared_fast = [
         piece.split(None, 1)[0] for piece in header.split(" ColHeader ")[1:] if piece.strip()
@@ -423,7 +436,9 @@ def _parse_structure(text: str, label: str, base: str) -> _Pending:
             # keep only the annotation's name (e.g. 'aparc.a2009s'), never its path
             words = rest.split()
             annot = os.path.basename(words[-1]) if words else ""
-            annot = re.sub(r"^(lh|rh)\.", "", annot).removesuffix(".annot")
+            if annot[:3] in ("lh.", "rh."):
+                annot = annot[3:]
+            annot = annot.removesuffix(".annot")
             if annot:
                 prov["annot"] = annot
         else:
@@ -526,11 +541,16 @@ def _parse_structure(text: str, label: str, base: str) -> _Pending:
                     "expected each structure once",
                 )
             seen[struct] = lineno
-    numeric = tuple(c for c in colheaders if c != "StructName")
+    numeric = _numeric_columns(tuple(colheaders))
     return _Pending(
         label, text, atlas, hemi, table_kind, software, version, prov, tuple(colheaders),
         numeric, tuple(structures), tokens, header_line + 1, tuple(measures),
     )  # fmt: skip
+
+
+@lru_cache(maxsize=256)
+def _numeric_columns(colheaders: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(c for c in colheaders if c != "StructName")
 
 
 def _raise_row_error(body_lines: Sequence[str], header_line: int, ncols: int, label: str) -> None:
