@@ -2,6 +2,7 @@
 
 Prints files/s and MB/s for
   * morphml's batch reader (``read_stats_files``: what ``read_subject`` and ingest use),
+  * the same plus the SHA-256 content hash ingest records for every file,
   * morphml's one-file reader (``read_stats_file`` in a loop),
   * the bare baseline ``open().read().split()`` over the same files,
 and the ratio of each to the baseline. Target (issue 2): >= 10,000 files/s on one core.
@@ -41,6 +42,9 @@ def main() -> None:
                 handle.read().split()
 
     def batch() -> None:
+        read_stats_files(files, content_hash=False)
+
+    def batch_hash() -> None:
         read_stats_files(files)
 
     def single() -> None:
@@ -49,6 +53,7 @@ def main() -> None:
 
     results = {}
     for name, func in (("bare open().read().split()", bare), ("morphml batch", batch),
+                       ("morphml batch + sha256", batch_hash),
                        ("morphml one file at a time", single)):  # fmt: skip
         func()  # warm the page cache and imports
         best = float("inf")
