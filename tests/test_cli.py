@@ -45,7 +45,7 @@ def test_inspect_file_text() -> None:
 def test_inspect_bad_input_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "aseg.stats"
     bad.write_bytes(b"")
-    code, out, err = run("inspect", str(bad))
+    code, _, err = run("inspect", str(bad))
     assert code == 2
     assert err.strip().count("\n") == 0
     assert "empty file" in err
@@ -63,3 +63,12 @@ def test_features_prints_aliases() -> None:
     assert any(r["name"] == "aparc.lh.superiorfrontal.thickness" for r in rows)
     code, _, err = run("features", "--atlas", "nope")
     assert code == 2 and "unknown atlas" in err
+
+
+def test_example_then_inspect(tmp_path: Path) -> None:
+    code, out, _ = run("example", str(tmp_path / "sub"), "--software", "fastsurfer")
+    assert code == 0 and "stats files" in out
+    code, out, _ = run("inspect", str(tmp_path / "sub"), "--json")
+    obj = json.loads(out)
+    assert obj["software"] == "FastSurfer"
+    assert "aseg_dkt" in obj["atlases"] and "cerebnet" in obj["atlases"]

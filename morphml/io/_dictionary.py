@@ -247,38 +247,81 @@ def known_regions(atlas: str) -> tuple[str, ...]:
     return ()
 
 
-# FastSurfer CerebNet label names (FastSurfer's CerebNet lookup table, SUIT lobules).
+# FastSurfer cerebellum.CerebNet.stats rows: CerebNet labels under their FreeSurferColorLUT
+# names (CerebNet2FreeSurfer.json), plus the rows CerebNet merges (hemisphere cortex, vermis).
 _CEREBNET_REGIONS: tuple[str, ...] = (
     "Left-Cerebellum-White-Matter",
+    "Left-Cerebellum-Cortex",
     "Right-Cerebellum-White-Matter",
-    "Left-I-IV",
-    "Right-I-IV",
-    "Left-V",
-    "Right-V",
-    "Left-VI",
-    "Vermis-VI",
-    "Right-VI",
-    "Left-Crus-I",
-    "Vermis-Crus-I",
-    "Right-Crus-I",
-    "Left-Crus-II",
-    "Vermis-Crus-II",
-    "Right-Crus-II",
-    "Left-VIIb",
-    "Vermis-VIIb",
-    "Right-VIIb",
-    "Left-VIIIa",
-    "Vermis-VIIIa",
-    "Right-VIIIa",
-    "Left-VIIIb",
-    "Vermis-VIIIb",
-    "Right-VIIIb",
-    "Left-IX",
-    "Vermis-IX",
-    "Right-IX",
-    "Left-X",
-    "Vermis-X",
-    "Right-X",
+    "Right-Cerebellum-Cortex",
+    "Cbm_Left_I_IV",
+    "Cbm_Right_I_IV",
+    "Cbm_Left_V",
+    "Cbm_Right_V",
+    "Cbm_Left_VI",
+    "Cbm_Vermis_VI",
+    "Cbm_Right_VI",
+    "Cbm_Left_CrusI",
+    "Cbm_Right_CrusI",
+    "Cbm_Left_CrusII",
+    "Cbm_Right_CrusII",
+    "Cbm_Left_VIIb",
+    "Cbm_Right_VIIb",
+    "Cbm_Left_VIIIa",
+    "Cbm_Right_VIIIa",
+    "Cbm_Left_VIIIb",
+    "Cbm_Right_VIIIb",
+    "Cbm_Left_IX",
+    "Cbm_Vermis_IX",
+    "Cbm_Right_IX",
+    "Cbm_Left_X",
+    "Cbm_Vermis_X",
+    "Cbm_Right_X",
+    "Cbm_Vermis_VII",
+    "Cbm_Vermis_VIII",
+    "Cbm_Vermis",
+)
+
+# FastSurfer aseg+DKT.stats subcortical rows (the --ids run_fastsurfer.sh passes, below 1000)
+_ASEG_DKT_SUBCORTICAL: tuple[str, ...] = (
+    "Left-Cerebral-White-Matter",
+    "Left-Lateral-Ventricle",
+    "Left-Inf-Lat-Vent",
+    "Left-Cerebellum-White-Matter",
+    "Left-Cerebellum-Cortex",
+    "Left-Thalamus",
+    "Left-Caudate",
+    "Left-Putamen",
+    "Left-Pallidum",
+    "3rd-Ventricle",
+    "4th-Ventricle",
+    "Brain-Stem",
+    "Left-Hippocampus",
+    "Left-Amygdala",
+    "CSF",
+    "Left-Accumbens-area",
+    "Left-VentralDC",
+    "Left-choroid-plexus",
+    "Right-Cerebral-White-Matter",
+    "Right-Lateral-Ventricle",
+    "Right-Inf-Lat-Vent",
+    "Right-Cerebellum-White-Matter",
+    "Right-Cerebellum-Cortex",
+    "Right-Thalamus",
+    "Right-Caudate",
+    "Right-Putamen",
+    "Right-Pallidum",
+    "Right-Hippocampus",
+    "Right-Amygdala",
+    "Right-Accumbens-area",
+    "Right-VentralDC",
+    "Right-choroid-plexus",
+    "WM-hypointensities",
+    "CC_Posterior",
+    "CC_Mid_Posterior",
+    "CC_Central",
+    "CC_Mid_Anterior",
+    "CC_Anterior",
 )
 
 
@@ -296,9 +339,9 @@ def _explicit_aliases() -> list[Alias]:
             )
     for region in _base_regions()["BA"]:
         old = region.removesuffix("_exvivo")
-        if old != region and old not in ("perirhinal", "entorhinal"):
+        if old != region:
             for atlas in ("BA", "BA_thresh"):
-                rows.append(Alias(atlas, old, region, "FreeSurfer 5.x ?h.BA.stats"))
+                rows.append(Alias(atlas, old, region, "FreeSurfer 5.x ?h.BA[.thresh].stats"))
     for hemi in ("lh", "rh"):
         rows.append(
             Alias(

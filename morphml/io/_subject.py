@@ -81,8 +81,9 @@ def find_stats_dir(path: str | os.PathLike[str]) -> Path:
 
 
 # Files whose global measures win when several files report one: brainvol and aseg for
-# whole-brain values, then the DK parcellation for hemisphere values (FS 5 BA files report a
-# WhiteSurfArea computed without the cortex label, which aparcstats2table does not use).
+# whole-brain values, then the cortical parcellations for hemisphere values (BA files report a
+# whole-hemisphere WhiteSurfArea computed without the cortex label, which aparcstats2table
+# does not use).
 _PRIORITY = {
     "brainvol.stats": 0,
     "aseg.stats": 1,
@@ -90,6 +91,11 @@ _PRIORITY = {
     "rh.aparc.stats": 2,
     "lh.aparc.a2009s.stats": 3,
     "rh.aparc.a2009s.stats": 3,
+    # FastSurfer writes no ?h.aparc.stats: its DKT table carries the cortex-label values
+    "lh.aparc.DKTatlas.mapped.stats": 3,
+    "rh.aparc.DKTatlas.mapped.stats": 3,
+    "lh.aparc.DKTatlas.stats": 3,
+    "rh.aparc.DKTatlas.stats": 3,
 }
 
 
