@@ -10,6 +10,9 @@ from __future__ import annotations
 
 __all__ = [
     "ColumnMapError",
+    "DatabaseError",
+    "IngestError",
+    "KeyFileError",
     "FeatureIdError",
     "MorphmlError",
     "StatsFileError",
@@ -66,3 +69,15 @@ class ColumnMapError(MorphmlError, ValueError):
 
 class FeatureIdError(MorphmlError, ValueError):
     """A string is not a valid canonical feature id."""
+
+
+class DatabaseError(MorphmlError, RuntimeError):
+    """The database file is missing, not a DuckDB file, or of a newer schema than this code."""
+
+
+class IngestError(MorphmlError, ValueError):
+    """An ingest cannot proceed; the database is left exactly as it was."""
+
+
+class KeyFileError(MorphmlError, PermissionError):
+    """The pseudonym key file is missing, malformed or too widely readable."""
