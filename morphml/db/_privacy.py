@@ -58,7 +58,9 @@ class PseudonymKey:
         return self._mac("withdrawn", subject_key)
 
 
-def load_key(key_file: str | os.PathLike[str] | None = None, *, create: bool = True) -> PseudonymKey:
+def load_key(
+    key_file: str | os.PathLike[str] | None = None, *, create: bool = True
+) -> PseudonymKey:
     """Load the secret key, creating it (mode 0600) on first use when ``create``.
 
     Raises

@@ -41,9 +41,7 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
 def schema_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     """The schema version stored in an open database file."""
     try:
-        row = con.execute(
-            "SELECT value FROM morphml_meta WHERE key = 'schema_version'"
-        ).fetchone()
+        row = con.execute("SELECT value FROM morphml_meta WHERE key = 'schema_version'").fetchone()
     except duckdb.CatalogException:
         raise DatabaseError(
             f"{path} is a DuckDB file but not a morphml database (no morphml_meta table)"

@@ -38,9 +38,11 @@ from morphml.io._dictionary import (
 )
 
 __all__ = [
+    "SKIPPED_KINDS",
     "Measure",
     "StatsFile",
     "classify_stats_name",
+    "feature_layout",
     "parse_stats_bytes",
     "read_stats_file",
     "read_stats_files",
@@ -796,22 +798,62 @@ _SURFACE_HEMI_MEASURES = frozenset({"NumVert", "WhiteSurfArea", "MeanThickness",
 
 
 def _features_of(sf: StatsFile) -> dict[str, float]:
-    out: dict[str, float] = {}
-    if sf.table_kind in ("surface", "segmentation") and len(sf.structures):
-        column_map = SURFACE_COLUMNS if sf.table_kind == "surface" else SEGMENTATION_COLUMNS
-        hemi = sf.hemi if sf.table_kind == "surface" else "na"
-        picks = [(j, column_map[c]) for j, c in enumerate(sf.numeric_columns) if c in column_map]
-        prefix = f"{sf.atlas}.{hemi}."
-        values = sf.values
-        for r, raw in enumerate(sf.structures):
-            region = canonical_region(sf.atlas, raw)
-            row = values[r]
+    ids, take = feature_layout(sf)
+    flat = np.concatenate([sf.values.ravel(), [m.value for m in sf.measures]])
+    return dict(zip(ids, flat[take].tolist(), strict=True))
+
+
+def feature_layout(sf: StatsFile) -> tuple[tuple[str, ...], np.ndarray]:
+    """Canonical feature ids of a file and where their values are.
+
+    Returns ``(ids, take)``: the value of ``ids[k]`` is ``flat[take[k]]`` where ``flat`` is
+    ``values.ravel()`` followed by the ``# Measure`` values in file order. Each id appears once
+    (a measure repeated in the file keeps its first value). Layouts are cached, so files with
+    the same structures and columns share one answer: ingest maps whole tables at once.
+    """
+    measures_key = tuple((m.key, m.name, m.unit) for m in sf.measures)
+    return _layout(
+        sf.atlas, sf.hemi, sf.table_kind, sf.structures, sf.numeric_columns, measures_key
+    )
+
+
+@lru_cache(maxsize=4096)
+def _layout(
+    atlas: str,
+    hemi: str,
+    table_kind: str,
+    structures: tuple[str, ...],
+    numeric_columns: tuple[str, ...],
+    measures_key: tuple[tuple[str, str, str], ...],
+) -> tuple[tuple[str, ...], np.ndarray]:
+    ids: list[str] = []
+    take: list[int] = []
+    seen: set[str] = set()
+    if atlas in SKIPPED_KINDS:
+        return (), np.empty(0, dtype=np.int64)
+    ncol = len(numeric_columns)
+    if table_kind in ("surface", "segmentation"):
+        column_map = SURFACE_COLUMNS if table_kind == "surface" else SEGMENTATION_COLUMNS
+        row_hemi = hemi if table_kind == "surface" else "na"
+        picks = [(j, column_map[c]) for j, c in enumerate(numeric_columns) if c in column_map]
+        prefix = f"{atlas}.{row_hemi}."
+        for r, raw in enumerate(structures):
+            region = canonical_region(atlas, raw)
             for j, measure in picks:
-                out[f"{prefix}{region}.{measure}"] = float(row[j])
-    for m in sf.measures:
-        if sf.table_kind == "surface" and m.key == "Cortex" and m.name in _SURFACE_HEMI_MEASURES:
-            hemi_m, region_m, measure_m = sf.hemi, m.name, canonical_global(m.name, m.unit)[2]
+                fid = f"{prefix}{region}.{measure}"
+                if fid not in seen:
+                    seen.add(fid)
+                    ids.append(fid)
+                    take.append(r * ncol + j)
+    base = len(structures) * ncol
+    for k, (key, name, unit) in enumerate(measures_key):
+        if table_kind == "surface" and key == "Cortex" and name in _SURFACE_HEMI_MEASURES:
+            hemi_m, region_m, measure_m = hemi, name, canonical_global(name, unit)[2]
         else:
-            hemi_m, region_m, measure_m = canonical_global(m.name, m.unit)
-        out.setdefault(f"global.{hemi_m}.{region_m}.{measure_m}", m.value)
-    return out
+            hemi_m, region_m, measure_m = canonical_global(name, unit)
+        fid = f"global.{hemi_m}.{region_m}.{measure_m}"
+        if fid not in seen:
+            seen.add(fid)
+            ids.append(fid)
+            take.append(base + k)
+    return tuple(ids), np.asarray(take, dtype=np.int64)

@@ -16,7 +16,13 @@ from morphml.io._statsfile import (
     read_stats_files,
 )
 
-__all__ = ["FileRecord", "SubjectRecord", "find_stats_dir", "read_subject"]
+__all__ = [
+    "FileRecord",
+    "SubjectRecord",
+    "find_stats_dir",
+    "read_subject",
+    "select_stats_files",
+]
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,40 @@ _PRIORITY = {
 }
 
 
+def select_stats_files(stats: Path) -> tuple[list[str], dict[str, str]]:
+    """The stats files of a ``stats/`` folder to read, in priority order, and those skipped.
+
+    Raises
+    ------
+    SubjectDirError
+        When no readable stats file is there.
+    """
+    names = sorted(
+        (e.name for e in os.scandir(stats) if e.is_file()),
+        key=lambda n: (_PRIORITY.get(n, 4), n),
+    )
+    readable: list[str] = []
+    skipped: dict[str, str] = {}
+    for name in names:
+        if not name.endswith(".stats"):
+            skipped[f"stats/{name}"] = "not a .stats file"
+            continue
+        try:
+            _atlas, _hemi, kind = classify_stats_name(name)
+        except UnknownStatsKindError as err:
+            skipped[f"stats/{name}"] = err.detail
+            continue
+        if kind == "curv":
+            skipped[f"stats/{name}"] = SKIPPED_KINDS["curv"]
+            continue
+        readable.append(name)
+    if not readable:
+        raise SubjectDirError(
+            f"{stats}: no FreeSurfer/FastSurfer stats file (aseg.stats, ?h.aparc.stats, ...)"
+        )
+    return readable, skipped
+
+
 def read_subject(path: str | os.PathLike[str]) -> SubjectRecord:
     """Read every stats file of one subject into canonical features.
 
@@ -125,29 +165,7 @@ def read_subject(path: str | os.PathLike[str]) -> SubjectRecord:
     4207.0
     """
     stats = find_stats_dir(path)
-    names = sorted(
-        (e.name for e in os.scandir(stats) if e.is_file()),
-        key=lambda n: (_PRIORITY.get(n, 4), n),
-    )
-    readable: list[str] = []
-    skipped: dict[str, str] = {}
-    for name in names:
-        if not name.endswith(".stats"):
-            skipped[f"stats/{name}"] = "not a .stats file"
-            continue
-        try:
-            _atlas, _hemi, kind = classify_stats_name(name)
-        except UnknownStatsKindError as err:
-            skipped[f"stats/{name}"] = err.detail
-            continue
-        if kind == "curv":
-            skipped[f"stats/{name}"] = SKIPPED_KINDS["curv"]
-            continue
-        readable.append(name)
-    if not readable:
-        raise SubjectDirError(
-            f"{stats}: no FreeSurfer/FastSurfer stats file (aseg.stats, ?h.aparc.stats, ...)"
-        )
+    readable, skipped = select_stats_files(stats)
     parsed = read_stats_files([stats / n for n in readable])
     return _combine(parsed, skipped)
 

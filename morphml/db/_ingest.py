@@ -1,0 +1,825 @@
+"""``morphml ingest``: stats folders and tables into the database, in one transaction.
+
+Order of work, chosen so that nothing is written before everything that can be checked cheaply
+has been checked:
+
+1. discover the scans and tables (no parsing) and pseudonymise their ids;
+2. read the participants file with its column map and match it to the scans;
+3. refuse conflicting duplicate ids, withdrawn people (unless re-enrolment is allowed), and
+   scans another source already holds;
+4. parse the stats folders in parallel (``jobs`` processes), streaming compact arrays back;
+5. write everything inside one DuckDB transaction; any failure rolls it back, so the file is
+   exactly as it was before the ingest started (a killed process leaves an uncommitted
+   transaction, which DuckDB discards when the file is next opened).
+
+Messages never contain an original id, a folder name or a path outside a subject's folder:
+scans are named by pseudonym, files by their path inside the subject folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from morphml._version import __version__
+from morphml.db._discover import Discovery, discover
+from morphml.db._privacy import PseudonymKey, load_key
+from morphml.db._store import connect
+from morphml.exceptions import IngestError, MorphmlError, StatsFileError
+from morphml.io._columnmap import ColumnMap, load_column_map
+from morphml.io._dictionary import parse_feature_id
+from morphml.io._statsfile import feature_layout, read_stats_files
+from morphml.io._subject import find_stats_dir, select_stats_files
+from morphml.io._tables import read_wide_table
+
+__all__ = ["IngestSummary", "ingest"]
+
+_SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_CHUNK = 48
+
+
+@dataclass
+class IngestSummary:
+    """What one ingest did (no identity inside)."""
+
+    source: str
+    ingest_id: int
+    n_subjects: int = 0
+    n_scans: int = 0
+    n_new: int = 0
+    n_changed: int = 0
+    n_unchanged: int = 0
+    n_skipped: int = 0
+    n_files: int = 0
+    n_values: int = 0
+    n_features: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """A short human summary."""
+        out = [
+            f"source {self.source}: {self.n_subjects} subjects, {self.n_scans} scans "
+            f"({self.n_new} new, {self.n_changed} changed, {self.n_unchanged} unchanged), "
+            f"{self.n_files} files, {self.n_values:,} values, {self.n_features} features",
+        ]
+        if self.n_skipped or self.skipped:
+            out.append(f"skipped {self.n_skipped} scans")
+            out.extend(f"  {count} x {reason}" for reason, count in self.skipped.most_common())
+        out.extend(f"  error: {e}" for e in self.errors[:20])
+        if len(self.errors) > 20:
+            out.append(f"  ... and {len(self.errors) - 20} more errors (see ingest_errors)")
+        return out
+
+
+# ------------------------------------------------------------------------------- parsing
+
+
+@dataclass
+class _Parsed:
+    """One scan's values, with its layout as an index into the chunk's layouts."""
+
+    index: int
+    layout: int
+    values: np.ndarray
+    software: str
+    version: str
+    files: list[tuple[str, str, str, str, str, str]]  # path, kind, atlas, software, version, hash
+    skipped: dict[str, str]
+
+
+@dataclass
+class _Failed:
+    index: int
+    path: str | None
+    line: int | None
+    detail: str
+
+
+def _parse_scan(folder: str) -> tuple[tuple[str, ...], np.ndarray, Any, Any, Any, Any]:
+    stats = find_stats_dir(folder)
+    readable, skipped = select_stats_files(stats)
+    parsed = read_stats_files([stats / name for name in readable])
+    ids: list[str] = []
+    values: list[np.ndarray] = []
+    seen: set[str] = set()
+    files = []
+    softwares: Counter[str] = Counter()
+    versions: Counter[str] = Counter()
+    for sf in parsed:
+        file_ids, take = feature_layout(sf)
+        if file_ids:
+            flat = np.concatenate([sf.values.ravel(), [m.value for m in sf.measures]])[take]
+            keep = [k for k, fid in enumerate(file_ids) if fid not in seen]
+            if len(keep) != len(file_ids):
+                file_ids = tuple(file_ids[k] for k in keep)
+                flat = flat[keep]
+            seen.update(file_ids)
+            ids.extend(file_ids)
+            values.append(flat)
+        else:
+            skipped[f"stats/{sf.name}"] = "no features (parsed, not part of the dictionary)"
+        if sf.software != "unknown":
+            softwares[sf.software] += 1
+        if sf.version != "unknown" and (sf.software == "FastSurfer") == (
+            "FastSurfer" in softwares
+        ):
+            versions[sf.version] += 1
+        files.append(
+            (
+                f"stats/{sf.name}",
+                sf.table_kind,
+                sf.atlas,
+                sf.software,
+                sf.version,
+                sf.content_hash,
+            )
+        )
+    software = "FastSurfer" if "FastSurfer" in softwares else ("FreeSurfer" if softwares else "")
+    if software == "FastSurfer":
+        fs_versions = Counter(f[4] for f in files if f[3] == "FastSurfer" and f[4] != "unknown")
+        version = fs_versions.most_common(1)[0][0] if fs_versions else "unknown"
+    else:
+        version = versions.most_common(1)[0][0] if versions else "unknown"
+    array = np.concatenate(values) if values else np.empty(0)
+    return tuple(ids), array, software or "unknown", version, files, skipped
+
+
+def _parse_chunk(
+    items: list[tuple[int, str]],
+) -> tuple[list[tuple[str, ...]], list[_Parsed | _Failed]]:
+    layouts: dict[tuple[str, ...], int] = {}
+    out: list[_Parsed | _Failed] = []
+    for index, folder in items:
+        try:
+            ids, values, software, version, files, skipped = _parse_scan(folder)
+        except StatsFileError as err:
+            relative = _relative_to_subject(err.path, folder)
+            out.append(_Failed(index, relative, err.line, err.detail))
+            continue
+        except MorphmlError as err:
+            out.append(_Failed(index, None, None, _strip_paths(str(err), folder)))
+            continue
+        layout = layouts.setdefault(ids, len(layouts))
+        out.append(_Parsed(index, layout, values, software, version, files, skipped))
+    return list(layouts), out
+
+
+def _relative_to_subject(path: str, folder: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(folder).resolve()))
+    except ValueError:
+        return os.path.basename(path)
+
+
+def _strip_paths(message: str, folder: str) -> str:
+    folder_abs = str(Path(folder).resolve())
+    for text in (folder_abs, folder):
+        message = message.replace(text, "<subject>")
+    return message
+
+
+# ------------------------------------------------------------------------------ the ingest
+
+
+@dataclass
+class _Scan:
+    """A scan to write: pseudonyms and demographics, never the original id."""
+
+    scan_key: str
+    subject_key: str
+    session_label: str | None
+    session_rank: int
+    folder: Path | None
+    age: float | None = None
+    sex: str | None = None
+    site: str | None = None
+    scanner: str | None = None
+    phenotypes: dict[str, tuple[str, float | None, str | None]] = field(default_factory=dict)
+    table_values: tuple[tuple[str, ...], np.ndarray] | None = None
+    #: (original id, session label): in memory only, for matching and the linkage file
+    original: tuple[str, str | None] = ("", None)
+
+
+def ingest(
+    paths: Sequence[str | os.PathLike[str]],
+    *,
+    source: str,
+    db: str | os.PathLike[str] | None = None,
+    participants: str | os.PathLike[str] | None = None,
+    column_map: str | os.PathLike[str] | ColumnMap | None = None,
+    key_file: str | os.PathLike[str] | None = None,
+    jobs: int = 1,
+    on_error: str = "fail",
+    linkage_out: str | os.PathLike[str] | None = None,
+    allow_reenrol: bool = False,
+    progress: bool = False,
+) -> IngestSummary:
+    """Ingest stats folders and tables into the database as one transaction.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Subject folders, folders of subjects (SUBJECTS_DIR, FastSurfer output, BIDS
+        derivatives), or ``.csv``/``.tsv`` tables (which need ``column_map``).
+    source : str
+        Name of the data source (``hospital``, ``fcon1000``, ...): pseudonyms are keyed by it.
+    db : path-like, optional
+        The database file (created when missing).
+    participants, column_map : path-like, optional
+        A participants table and the YAML column map that reads it (ids, age, sex coding, site,
+        phenotypes). For table inputs the map reads the table itself.
+    key_file : path-like, optional
+        The pseudonym key (created with mode 0600 on first use).
+    jobs : int
+        Parser processes.
+    on_error : {'fail', 'skip'}
+        ``fail`` rolls back everything on the first bad scan; ``skip`` records bad scans in
+        ``ingest_errors`` and ingests the rest.
+    linkage_out : path-like, optional
+        Write original id <-> pseudonym here (mode 0600), for the linkage manager only.
+    allow_reenrol : bool
+        Accept people who withdrew earlier.
+    progress : bool
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    IngestSummary
+    """
+    if not _SOURCE_RE.match(source or ""):
+        raise IngestError(
+            f"source name {source!r} must be 1-64 letters, digits, '_', '.' or '-' "
+            "and start with a letter or digit"
+        )
+    if on_error not in ("fail", "skip"):
+        raise IngestError(f"--on-error must be 'fail' or 'skip', got {on_error!r}")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise IngestError(f"--jobs must be an integer >= 1, got {jobs!r}")
+    key = load_key(key_file)
+    found = discover([Path(p) for p in paths])
+    cmap = _column_map(column_map, found)
+    part_path = Path(participants) if participants is not None else found.participants
+    if part_path is not None and cmap is None:
+        raise IngestError(
+            f"{part_path.name}: a participants file needs a column map (--map MAP.yaml) that "
+            "names the id, age and sex columns and states the sex coding"
+        )
+    if found.tables and cmap is None:
+        raise IngestError(
+            f"{found.tables[0].name}: a table needs a column map (--map MAP.yaml) naming its id "
+            "column and the sex coding"
+        )
+    summary = IngestSummary(source=source, ingest_id=0)
+    for reason, count in found.skipped.items():
+        summary.skipped[reason] += count
+    scans = _plan_scans(found, source, key)
+    errors: list[tuple[str | None, str | None, int | None, str]] = []
+    if found.tables:
+        assert cmap is not None
+        scans.extend(_table_scans(found.tables, cmap, source, key))
+    _check_duplicates(scans)
+    if part_path is not None and found.scans:
+        assert cmap is not None
+        _attach_participants(scans, part_path, cmap, on_error, errors, summary)
+    with connect(db, create=True) as con:
+        _check_withdrawn(con, key, scans, allow_reenrol)
+        con.execute("SET preserve_insertion_order = false")
+        con.execute("BEGIN TRANSACTION")
+        try:
+            _write(con, scans, source, jobs, on_error, errors, summary, progress)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    if linkage_out is not None:
+        _write_linkage(Path(linkage_out), scans)
+    return summary
+
+
+def _column_map(
+    column_map: str | os.PathLike[str] | ColumnMap | None, found: Discovery
+) -> ColumnMap | None:
+    if isinstance(column_map, ColumnMap):
+        return column_map
+    if column_map is not None:
+        return load_column_map(Path(column_map))
+    if found.participants_map is not None:
+        return load_column_map(found.participants_map)
+    return None
+
+
+def _plan_scans(found: Discovery, source: str, key: PseudonymKey) -> list[_Scan]:
+    sessions: dict[str, list[str | None]] = {}
+    for scan in found.scans:
+        sessions.setdefault(scan.subject, []).append(scan.session)
+    ranks = {
+        subject: {s: r for r, s in enumerate(sorted(labels, key=lambda x: x or ""), start=1)}
+        for subject, labels in sessions.items()
+    }
+    planned = []
+    for scan in found.scans:
+        planned.append(
+            _Scan(
+                scan_key=key.scan(source, scan.subject, scan.session),
+                subject_key=key.subject(source, scan.subject),
+                session_label=scan.session,
+                session_rank=ranks[scan.subject][scan.session],
+                folder=scan.path,
+                original=(scan.subject, scan.session),
+            )
+        )
+    return planned
+
+
+def _check_duplicates(scans: list[_Scan]) -> None:
+    counts = Counter(s.scan_key for s in scans)
+    dupes = [k for k, n in counts.items() if n > 1]
+    if dupes:
+        raise IngestError(
+            f"{len(dupes)} scan ids occur more than once in this ingest (e.g. scan {dupes[0]}): "
+            "two folders or table rows claim the same subject and session; keep one"
+        )
+
+
+def _table_scans(
+    tables: list[Path], cmap: ColumnMap, source: str, key: PseudonymKey
+) -> list[_Scan]:
+    out: list[_Scan] = []
+    for table in tables:
+        wide = read_wide_table(table, cmap)
+        part = wide.participants
+        feature_ids = list(wide.features.columns)
+        matrix = wide.features.to_numpy(dtype=np.float64)
+        has_session = "session" in part.columns
+        subjects: dict[str, list[str | None]] = {}
+        for _, row in part.iterrows():
+            sess = row["session"] if has_session and pd.notna(row["session"]) else None
+            subjects.setdefault(str(row["id"]), []).append(sess)
+        phenotype_cols = [c for c in part.columns if c not in _DEMOGRAPHIC_COLUMNS]
+        for i, (_, row) in enumerate(part.iterrows()):
+            original = str(row["id"])
+            sess = row["session"] if has_session and pd.notna(row["session"]) else None
+            labels = sorted(subjects[original], key=lambda x: x or "")
+            scan = _Scan(
+                scan_key=key.scan(source, original, sess),
+                subject_key=key.subject(source, original),
+                session_label=sess,
+                session_rank=labels.index(sess) + 1,
+                folder=None,
+                original=(original, sess),
+            )
+            _apply_participant_row(scan, row, phenotype_cols, cmap)
+            present = ~np.isnan(matrix[i])
+            scan.table_values = (
+                tuple(f for f, p in zip(feature_ids, present, strict=True) if p),
+                matrix[i][present],
+            )
+            out.append(scan)
+    return out
+
+
+_DEMOGRAPHIC_COLUMNS = ("id", "age", "sex", "site", "session", "scanner")
+
+
+def _apply_participant_row(
+    scan: _Scan, row: pd.Series, phenotype_cols: list[str], cmap: ColumnMap
+) -> None:
+    age = row.get("age")
+    scan.age = float(age) if age is not None and pd.notna(age) else None
+    sex = row.get("sex")
+    scan.sex = str(sex) if sex is not None and pd.notna(sex) else None
+    site = row.get("site")
+    scan.site = str(site) if site is not None and pd.notna(site) else None
+    scanner = row.get("scanner")
+    scan.scanner = str(scanner) if scanner is not None and pd.notna(scanner) else None
+    types = {name: p.type for name, p in (cmap.phenotypes or {}).items()}
+    for name in phenotype_cols:
+        value = row[name]
+        kind = types.get(name, "categorical")
+        if value is None or (not isinstance(value, str) and pd.isna(value)):
+            scan.phenotypes[name] = (kind, None, None)
+        elif kind == "continuous":
+            scan.phenotypes[name] = (kind, float(value), None)
+        else:
+            scan.phenotypes[name] = (kind, None, str(value))
+
+
+def _attach_participants(
+    scans: list[_Scan],
+    path: Path,
+    cmap: ColumnMap,
+    on_error: str,
+    errors: list[tuple[str | None, str | None, int | None, str]],
+    summary: IngestSummary,
+) -> None:
+    wide = read_wide_table(path, cmap)
+    part = wide.participants
+    if len(wide.features.columns):
+        raise IngestError(
+            f"{path.name}: the participants file has feature columns "
+            f"({list(wide.features.columns)[:3]} ...); ingest it as a table instead"
+        )
+    has_session = "session" in part.columns and part["session"].notna().any()
+    phenotype_cols = [c for c in part.columns if c not in _DEMOGRAPHIC_COLUMNS]
+    rows: dict[tuple[str, str | None], pd.Series] = {}
+    for _, row in part.iterrows():
+        sess = row["session"] if has_session and pd.notna(row["session"]) else None
+        rows[(str(row["id"]), sess)] = row
+    used: set[tuple[str, str | None]] = set()
+    missing: list[_Scan] = []
+    for scan in scans:
+        original, session = scan.original
+        match_key = (original, session if has_session else None)
+        match = rows.get(match_key)
+        if match is None:
+            missing.append(scan)
+            continue
+        used.add(match_key)
+        _apply_participant_row(scan, match, phenotype_cols, cmap)
+    orphans = [k for k in rows if k not in used]
+    if missing:
+        message = (
+            f"{len(missing)} scans have no row in {path.name} (e.g. scan {missing[0].scan_key}); "
+            "every scan needs its participant row (id"
+            + (" and session" if has_session else "")
+            + ")"
+        )
+        if on_error == "fail":
+            raise IngestError(message + "; nothing was ingested")
+        summary.errors.append(message)
+        for scan in missing:
+            errors.append((scan.scan_key, None, None, f"no row in {path.name}"))
+    if orphans:
+        message = (
+            f"{len(orphans)} rows of {path.name} match no scan folder "
+            "(a participant without stats files)"
+        )
+        if on_error == "fail":
+            raise IngestError(message + "; nothing was ingested")
+        summary.errors.append(message)
+        errors.extend((None, None, None, f"a row of {path.name} matches no scan") for _ in orphans)
+
+
+def _check_withdrawn(
+    con: duckdb.DuckDBPyConnection, key: PseudonymKey, scans: list[_Scan], allow: bool
+) -> None:
+    tokens = {row[0] for row in con.execute("SELECT token FROM withdrawals").fetchall()}
+    if not tokens or allow:
+        return
+    withdrawn = {s.subject_key for s in scans if key.withdrawal_token(s.subject_key) in tokens}
+    if withdrawn:
+        raise IngestError(
+            f"{len(withdrawn)} people in this ingest withdrew earlier "
+            f"(e.g. {sorted(withdrawn)[0]}); "
+            "their data are not ingested again unless you pass --allow-reenrol with their "
+            "renewed consent"
+        )
+
+
+def _write(
+    con: duckdb.DuckDBPyConnection,
+    scans: list[_Scan],
+    source: str,
+    jobs: int,
+    on_error: str,
+    errors: list[tuple[str | None, str | None, int | None, str]],
+    summary: IngestSummary,
+    progress: bool,
+) -> None:
+    ingest_id = con.execute("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests").fetchone()
+    summary.ingest_id = int(ingest_id[0]) if ingest_id else 1
+    kind = "table" if all(s.folder is None for s in scans) else "stats"
+    con.execute(
+        "INSERT INTO sources SELECT ?, ? WHERE NOT EXISTS "
+        "(SELECT 1 FROM sources WHERE source = ?)",
+        [source, kind, source],
+    )
+    other = con.execute(
+        "SELECT DISTINCT source FROM scans WHERE scan_key IN (SELECT unnest(?)) AND source <> ?",
+        [[s.scan_key for s in scans], source],
+    ).fetchall()
+    if other:
+        raise IngestError(f"scan ids of this ingest already belong to source {other[0][0]!r}")
+    existing: dict[str, dict[str, str]] = {}
+    for scan_key, path, content_hash in con.execute(
+        "SELECT f.scan_key, f.path, f.content_hash FROM files f JOIN scans s USING (scan_key) "
+        "WHERE s.source = ?",
+        [source],
+    ).fetchall():
+        existing.setdefault(scan_key, {})[path] = content_hash
+    foreign_hashes = {
+        h: src
+        for h, src in con.execute(
+            "SELECT f.content_hash, s.source FROM files f JOIN scans s USING (scan_key) "
+            "WHERE s.source <> ? AND f.kind IN ('segmentation', 'surface', 'table')",
+            [source],
+        ).fetchall()
+    }
+    features = _FeatureIndex(con)
+    writer = _Writer(con, summary.ingest_id, source, features)
+    folder_scans = [s for s in scans if s.folder is not None]
+    table_scans = [s for s in scans if s.folder is None]
+    bar = _progress(len(scans), progress)
+    for parsed_chunk in _chain(_table_results(table_scans), _parse_all(folder_scans, jobs)):
+        layouts, results, pool = parsed_chunk
+        for result in results:
+            scan = pool[result.index]
+            bar(1)
+            if isinstance(result, _Failed):
+                where = result.path or "stats/"
+                line = f" line {result.line}" if result.line else ""
+                message = f"scan {scan.scan_key}: {where}{line}: {result.detail}"
+                if on_error == "fail":
+                    raise IngestError(message + " (nothing was ingested; --on-error skip "
+                                      "records bad scans and ingests the rest)")  # fmt: skip
+                errors.append((scan.scan_key, result.path, result.line, result.detail))
+                summary.n_skipped += 1
+                summary.skipped["unreadable stats file (see ingest_errors)"] += 1
+                continue
+            hashes = {f[0]: f[5] for f in result.files}
+            claimed = {foreign_hashes[h] for h in hashes.values() if h in foreign_hashes}
+            if claimed:
+                message = (
+                    f"scan {scan.scan_key}: its stats files are already in the database under "
+                    f"source {sorted(claimed)[0]!r}; one scan belongs to one source"
+                )
+                if on_error == "fail":
+                    raise IngestError(message + " (nothing was ingested)")
+                errors.append((scan.scan_key, None, None, message))
+                summary.n_skipped += 1
+                summary.skipped["already ingested under another source"] += 1
+                continue
+            before = existing.get(scan.scan_key)
+            if before is not None and before == hashes:
+                writer.update_scan_metadata(scan)
+                writer.subjects_seen.add(scan.subject_key)
+                _count(summary, "unchanged")
+                summary.n_files += len(hashes)
+                continue
+            status = "new"
+            if before is not None:
+                status = "changed"
+                writer.record_changes(scan.scan_key, before, hashes)
+                writer.delete_scan(scan.scan_key)
+            idx = features.indices(layouts[result.layout])
+            writer.add_scan(
+                scan, idx, result.values, result.software, result.version, result.files, status
+            )
+            summary.n_files += len(hashes)
+            _count(summary, status)
+    writer.flush()
+    for scan_key, path, lineno, message in errors:
+        con.execute(
+            "INSERT INTO ingest_errors VALUES (?, ?, ?, ?, ?, ?)",
+            [summary.ingest_id, source, scan_key, path, lineno, message],
+        )
+    summary.n_scans = summary.n_new + summary.n_changed + summary.n_unchanged
+    summary.n_subjects = len(writer.subjects_seen)
+    summary.n_values = writer.n_values
+    summary.n_features = features.n_used
+    con.execute(
+        "INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            summary.ingest_id,
+            source,
+            summary.n_subjects,
+            summary.n_scans,
+            summary.n_new,
+            summary.n_changed,
+            summary.n_unchanged,
+            summary.n_skipped,
+            summary.n_values,
+            __version__,
+        ],
+    )
+
+
+def _count(summary: IngestSummary, status: str) -> None:
+    if status == "new":
+        summary.n_new += 1
+    elif status == "changed":
+        summary.n_changed += 1
+    else:
+        summary.n_unchanged += 1
+
+
+_Chunk = tuple[list[tuple[str, ...]], list["_Parsed | _Failed"], list[_Scan]]
+
+
+def _chain(*parts: Iterator[_Chunk]) -> Iterator[_Chunk]:
+    for part in parts:
+        yield from part
+
+
+def _table_results(scans: list[_Scan]) -> Iterator[_Chunk]:
+    """Table rows as parse results: one 'file' per row, hashed by its values."""
+    if not scans:
+        return
+    layouts: dict[tuple[str, ...], int] = {}
+    results: list[_Parsed | _Failed] = []
+    for i, scan in enumerate(scans):
+        ids, values = scan.table_values or ((), np.empty(0))
+        digest = hashlib.sha256()
+        digest.update("\x1f".join(ids).encode())
+        digest.update(np.ascontiguousarray(values, dtype="<f8").tobytes())
+        layout = layouts.setdefault(ids, len(layouts))
+        files = [("table", "table", "", "", "", digest.hexdigest())]
+        results.append(_Parsed(i, layout, values, "", "", files, {}))
+    yield list(layouts), results, scans
+
+
+def _parse_all(scans: list[_Scan], jobs: int) -> Iterator[_Chunk]:
+    items = [(i, str(s.folder)) for i, s in enumerate(scans)]
+    chunks = [items[k : k + _CHUNK] for k in range(0, len(items), _CHUNK)]
+    if jobs == 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            layouts, results = _parse_chunk(chunk)
+            yield layouts, results, scans
+        return
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for layouts, results in pool.map(_parse_chunk, chunks):
+            yield layouts, results, scans
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    if not enabled or not sys.stderr.isatty():
+        return lambda n: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="scan", file=sys.stderr, leave=False)
+    return bar.update
+
+
+class _FeatureIndex:
+    """Canonical feature id -> feature_idx, adding new ids to the features table."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.index = dict(con.execute("SELECT feature_id, feature_idx FROM features").fetchall())
+        self.next = max(self.index.values(), default=-1) + 1
+        self.cache: dict[tuple[str, ...], np.ndarray] = {}
+        self.used: set[int] = set()
+
+    def indices(self, ids: tuple[str, ...]) -> np.ndarray:
+        hit = self.cache.get(ids)
+        if hit is None:
+            new = [f for f in ids if f not in self.index]
+            if new:
+                rows = []
+                for fid in new:
+                    parts = parse_feature_id(fid)
+                    self.index[fid] = self.next
+                    rows.append((self.next, fid, parts.atlas, parts.hemi, parts.region,
+                                 parts.measure))  # fmt: skip
+                    self.next += 1
+                self.con.executemany("INSERT INTO features VALUES (?, ?, ?, ?, ?, ?)", rows)
+            hit = np.fromiter((self.index[f] for f in ids), dtype=np.int32, count=len(ids))
+            self.cache[ids] = hit
+            self.used.update(hit.tolist())
+        return hit
+
+    @property
+    def n_used(self) -> int:
+        return len(self.used)
+
+
+class _Writer:
+    """Buffers rows and appends them as Arrow batches."""
+
+    _BATCH_VALUES = 2_000_000
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        ingest_id: int,
+        source: str,
+        features: _FeatureIndex,
+    ) -> None:
+        self.con = con
+        self.ingest_id = ingest_id
+        self.source = source
+        self.features = features
+        self.keys: list[str] = []
+        self.idx: list[np.ndarray] = []
+        self.vals: list[np.ndarray] = []
+        self.pending = 0
+        self.n_values = 0
+        self.scan_rows: list[tuple[Any, ...]] = []
+        self.subject_rows: dict[str, str | None] = {}
+        self.file_rows: list[tuple[Any, ...]] = []
+        self.pheno_rows: list[tuple[Any, ...]] = []
+        self.subjects_seen: set[str] = set()
+
+    def add_scan(
+        self,
+        scan: _Scan,
+        idx: np.ndarray,
+        values: np.ndarray,
+        software: str,
+        version: str,
+        files: list[tuple[str, str, str, str, str, str]],
+        status: str,
+    ) -> None:
+        self.keys.append(scan.scan_key)
+        self.idx.append(idx)
+        self.vals.append(values)
+        self.pending += len(values)
+        self.n_values += len(values)
+        self.scan_rows.append(
+            (scan.scan_key, scan.subject_key, self.source, scan.session_rank, scan.site,
+             scan.scanner, software or None, version or None, scan.age, len(values),
+             self.ingest_id)
+        )  # fmt: skip
+        self.subject_rows[scan.subject_key] = scan.sex
+        self.subjects_seen.add(scan.subject_key)
+        self.file_rows.extend((scan.scan_key, *f) for f in files)
+        self.pheno_rows.extend(
+            (scan.scan_key, name, kind, num, text)
+            for name, (kind, num, text) in scan.phenotypes.items()
+        )
+        if self.pending >= self._BATCH_VALUES:
+            self.flush()
+
+    def update_scan_metadata(self, scan: _Scan) -> None:
+        self.con.execute(
+            "UPDATE scans SET session = ?, site = ?, scanner = ?, age = ? WHERE scan_key = ?",
+            [scan.session_rank, scan.site, scan.scanner, scan.age, scan.scan_key],
+        )
+        self.con.execute("DELETE FROM phenotypes WHERE scan_key = ?", [scan.scan_key])
+        self.pheno_rows.extend(
+            (scan.scan_key, name, kind, num, text)
+            for name, (kind, num, text) in scan.phenotypes.items()
+        )
+        self.subject_rows[scan.subject_key] = scan.sex
+
+    def delete_scan(self, scan_key: str) -> None:
+        for table in ("measures", "files", "phenotypes", "scans"):
+            self.con.execute(f"DELETE FROM {table} WHERE scan_key = ?", [scan_key])
+
+    def record_changes(self, scan_key: str, before: dict[str, str], after: dict[str, str]) -> None:
+        for path in sorted(set(before) | set(after)):
+            if before.get(path) != after.get(path):
+                self.con.execute(
+                    "INSERT INTO changes VALUES (?, ?, ?, ?, ?)",
+                    [self.ingest_id, scan_key, path, before.get(path), after.get(path)],
+                )
+
+    def flush(self) -> None:
+        if self.keys:
+            lengths = np.fromiter((len(v) for v in self.vals), dtype=np.int64)
+            codes = np.repeat(np.arange(len(self.keys), dtype=np.int32), lengths)
+            table = pa.table(
+                {
+                    "scan_key": pa.DictionaryArray.from_arrays(
+                        pa.array(codes), pa.array(self.keys, type=pa.string())
+                    ),
+                    "feature_idx": pa.array(np.concatenate(self.idx), type=pa.int32()),
+                    "value": pa.array(np.concatenate(self.vals), type=pa.float64()),
+                }
+            )
+            self.con.register("morphml_batch", table)
+            self.con.execute("INSERT INTO measures SELECT * FROM morphml_batch")
+            self.con.unregister("morphml_batch")
+            self.keys, self.idx, self.vals, self.pending = [], [], [], 0
+        if self.scan_rows:
+            self.con.executemany(
+                "INSERT INTO scans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self.scan_rows
+            )
+            self.scan_rows = []
+        if self.subject_rows:
+            rows = list(self.subject_rows.items())
+            self.con.executemany(
+                "INSERT INTO subjects VALUES (?, ?, ?) ON CONFLICT (subject_key) "
+                "DO UPDATE SET sex = coalesce(excluded.sex, subjects.sex)",
+                [(k, self.source, sex) for k, sex in rows],
+            )
+            self.subject_rows = {}
+        if self.file_rows:
+            self.con.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", self.file_rows)
+            self.file_rows = []
+        if self.pheno_rows:
+            self.con.executemany("INSERT INTO phenotypes VALUES (?, ?, ?, ?, ?)", self.pheno_rows)
+            self.pheno_rows = []
+
+
+def _write_linkage(path: Path, scans: list[_Scan]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("original_id\tsession\tsubject_key\tscan_key\n")
+        for scan in scans:
+            original, session = scan.original
+            handle.write(f"{original}\t{session or ''}\t{scan.subject_key}\t{scan.scan_key}\n")
