@@ -11,9 +11,9 @@ from __future__ import annotations
 __all__ = [
     "ColumnMapError",
     "DatabaseError",
+    "FeatureIdError",
     "IngestError",
     "KeyFileError",
-    "FeatureIdError",
     "MorphmlError",
     "StatsFileError",
     "SubjectDirError",

@@ -8,11 +8,11 @@ from morphml.db._store import connect, db_path, upgrade
 __all__ = [
     "SCHEMA_VERSION",
     "IngestSummary",
-    "ingest",
     "PseudonymKey",
     "connect",
     "db_path",
     "default_key_path",
+    "ingest",
     "load_key",
     "upgrade",
 ]

@@ -107,21 +107,19 @@ def discover(paths: list[Path]) -> Discovery:
             found.participants = participants
             found.participants_map = mapping if mapping.is_file() else None
     bases = {path.name.partition(".long.")[2] for path, _ in candidates if ".long." in path.name}
-    long_ids = set()
-    scans: list[ScanInput] = []
+    # a timepoint's cross-sectional run is the folder named like the part before '.long.'
+    timepoints = {
+        path.name.partition(".long.")[0] for path, _ in candidates if ".long." in path.name
+    }
     for path, parent in candidates:
         subject, session, longitudinal = _name_ids(path.name, parent)
         if not longitudinal and path.name in bases:
             found.skip("longitudinal base template (not a scan)")
             continue
-        scans.append(ScanInput(subject, session, path, longitudinal))
-        if longitudinal:
-            long_ids.add((subject, session))
-    for scan in scans:
-        if not scan.longitudinal and (scan.subject, scan.session) in long_ids:
+        if not longitudinal and path.name in timepoints:
             found.skip("cross-sectional run superseded by its longitudinal run")
             continue
-        found.scans.append(scan)
+        found.scans.append(ScanInput(subject, session, path, longitudinal))
     if not found.scans and not found.tables:
         raise IngestError(
             "no scans found: expected subject folders with stats/*.stats files "
