@@ -187,7 +187,7 @@ def test_participants_join_and_mismatches(tmp_path: Path, key: Path) -> None:
     participants(root, [("sub-01", "ses-1", 30.5, 1, "A"), ("sub-01", "ses-2", 32.0, 1, "A"),
                         ("sub-09", "", 40.0, 2, "B")])  # fmt: skip
     before = snapshot(db)
-    with pytest.raises(IngestError, match="have no row in participants.tsv"):
+    with pytest.raises(IngestError, match=r"have no row in participants\.tsv"):
         ingest([root], source="s", db=db, key_file=key)
     participants(root, [("sub-01", "ses-1", 30.5, 1, "A"), ("sub-01", "ses-2", 32.0, 1, "A"),
                         ("sub-02", "", 40.0, 2, "B"), ("sub-09", "", 50.0, 1, "B")])  # fmt: skip

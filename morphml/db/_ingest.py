@@ -109,34 +109,57 @@ class _Failed:
     detail: str
 
 
+_MERGE_CACHE: dict[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], np.ndarray]] = {}
+
+
+def _merge_layout(
+    per_file: tuple[tuple[str, ...], ...],
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """Feature ids of a scan (first file wins for repeated globals) and where their values are
+    in the concatenation of the files' values; cached per combination of file layouts."""
+    hit = _MERGE_CACHE.get(per_file)
+    if hit is None:
+        ids: list[str] = []
+        take: list[int] = []
+        seen: set[str] = set()
+        offset = 0
+        for file_ids in per_file:
+            for k, fid in enumerate(file_ids):
+                if fid not in seen:
+                    seen.add(fid)
+                    ids.append(fid)
+                    take.append(offset + k)
+            offset += len(file_ids)
+        hit = (tuple(ids), np.asarray(take, dtype=np.int64))
+        if len(_MERGE_CACHE) > 256:
+            _MERGE_CACHE.clear()
+        _MERGE_CACHE[per_file] = hit
+    return hit
+
+
 def _parse_scan(folder: str) -> tuple[tuple[str, ...], np.ndarray, Any, Any, Any, Any]:
     stats = find_stats_dir(folder)
     readable, skipped = select_stats_files(stats)
     parsed = read_stats_files([stats / name for name in readable])
-    ids: list[str] = []
+    layouts: list[tuple[str, ...]] = []
     values: list[np.ndarray] = []
-    seen: set[str] = set()
     files = []
     softwares: Counter[str] = Counter()
     versions: Counter[str] = Counter()
     for sf in parsed:
         file_ids, take = feature_layout(sf)
         if file_ids:
-            flat = np.concatenate([sf.values.ravel(), [m.value for m in sf.measures]])[take]
-            keep = [k for k, fid in enumerate(file_ids) if fid not in seen]
-            if len(keep) != len(file_ids):
-                file_ids = tuple(file_ids[k] for k in keep)
-                flat = flat[keep]
-            seen.update(file_ids)
-            ids.extend(file_ids)
-            values.append(flat)
+            layouts.append(file_ids)
+            if sf.measures:
+                flat = np.concatenate([sf.values.ravel(), [m.value for m in sf.measures]])
+            else:
+                flat = sf.values.ravel()
+            values.append(flat[take])
         else:
             skipped[f"stats/{sf.name}"] = "no features (parsed, not part of the dictionary)"
         if sf.software != "unknown":
             softwares[sf.software] += 1
-        if sf.version != "unknown" and (sf.software == "FastSurfer") == (
-            "FastSurfer" in softwares
-        ):
+        if sf.version != "unknown":
             versions[sf.version] += 1
         files.append(
             (
@@ -154,8 +177,9 @@ def _parse_scan(folder: str) -> tuple[tuple[str, ...], np.ndarray, Any, Any, Any
         version = fs_versions.most_common(1)[0][0] if fs_versions else "unknown"
     else:
         version = versions.most_common(1)[0][0] if versions else "unknown"
-    array = np.concatenate(values) if values else np.empty(0)
-    return tuple(ids), array, software or "unknown", version, files, skipped
+    ids, take = _merge_layout(tuple(layouts))
+    array = np.concatenate(values)[take] if values else np.empty(0)
+    return ids, array, software or "unknown", version, files, skipped
 
 
 def _parse_chunk(
@@ -298,6 +322,9 @@ def ingest(
     with connect(db, create=True) as con:
         _check_withdrawn(con, key, scans, allow_reenrol)
         con.execute("SET preserve_insertion_order = false")
+        # bounded memory: DuckDB writes large appends to the file as it goes (uncommitted
+        # blocks are discarded on rollback or after a crash)
+        con.execute("SET memory_limit = '1GB'")
         con.execute("BEGIN TRANSACTION")
         try:
             _write(con, scans, source, jobs, on_error, errors, summary, progress)
@@ -686,7 +713,12 @@ class _FeatureIndex:
                     rows.append((self.next, fid, parts.atlas, parts.hemi, parts.region,
                                  parts.measure))  # fmt: skip
                     self.next += 1
-                self.con.executemany("INSERT INTO features VALUES (?, ?, ?, ?, ?, ?)", rows)
+                _insert_rows(
+                    self.con,
+                    "features",
+                    ["feature_idx", "feature_id", "atlas", "hemi", "region", "measure"],
+                    rows,
+                )
             hit = np.fromiter((self.index[f] for f in ids), dtype=np.int32, count=len(ids))
             self.cache[ids] = hit
             self.used.update(hit.tolist())
@@ -796,24 +828,63 @@ class _Writer:
             self.con.unregister("morphml_batch")
             self.keys, self.idx, self.vals, self.pending = [], [], [], 0
         if self.scan_rows:
-            self.con.executemany(
-                "INSERT INTO scans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", self.scan_rows
-            )
+            _insert_rows(self.con, "scans", _SCAN_COLUMNS, self.scan_rows)
             self.scan_rows = []
         if self.subject_rows:
-            rows = list(self.subject_rows.items())
-            self.con.executemany(
-                "INSERT INTO subjects VALUES (?, ?, ?) ON CONFLICT (subject_key) "
-                "DO UPDATE SET sex = coalesce(excluded.sex, subjects.sex)",
-                [(k, self.source, sex) for k, sex in rows],
+            rows = [(k, self.source, sex) for k, sex in self.subject_rows.items()]
+            _insert_rows(
+                self.con,
+                "subjects",
+                ["subject_key", "source", "sex"],
+                rows,
+                suffix=" ON CONFLICT (subject_key) DO UPDATE "
+                "SET sex = coalesce(excluded.sex, subjects.sex)",
             )
             self.subject_rows = {}
         if self.file_rows:
-            self.con.executemany("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", self.file_rows)
+            _insert_rows(self.con, "files", _FILE_COLUMNS, self.file_rows)
             self.file_rows = []
         if self.pheno_rows:
-            self.con.executemany("INSERT INTO phenotypes VALUES (?, ?, ?, ?, ?)", self.pheno_rows)
+            _insert_rows(
+                self.con,
+                "phenotypes",
+                ["scan_key", "name", "type", "value_num", "value_text"],
+                self.pheno_rows,
+            )
             self.pheno_rows = []
+
+
+_SCAN_COLUMNS = [
+    "scan_key", "subject_key", "source", "session", "site", "scanner", "software", "version",
+    "age", "n_features", "ingest_id",
+]  # fmt: skip
+_FILE_COLUMNS = ["scan_key", "path", "kind", "atlas", "software", "version", "content_hash"]
+_TYPES = {
+    "session": pa.int32(), "age": pa.float64(), "n_features": pa.int32(),
+    "ingest_id": pa.int32(), "feature_idx": pa.int32(), "value_num": pa.float64(),
+}  # fmt: skip
+
+
+def _insert_rows(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: list[str],
+    rows: Sequence[tuple[Any, ...]],
+    suffix: str = "",
+) -> None:
+    """Insert rows through one Arrow table (DuckDB's executemany is ~1 ms a row)."""
+    data = {
+        name: pa.array([r[k] for r in rows], type=_TYPES.get(name, pa.string()))
+        for k, name in enumerate(columns)
+    }
+    con.register("morphml_rows", pa.table(data))
+    try:
+        con.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"SELECT {', '.join(columns)} FROM morphml_rows{suffix}"
+        )
+    finally:
+        con.unregister("morphml_rows")
 
 
 def _write_linkage(path: Path, scans: list[_Scan]) -> None:
