@@ -1,1 +1,24 @@
-"""placeholder"""
+"""Simulated multi-site cohorts written as FreeSurfer / FastSurfer stats folders.
+
+``simulate_cohort(out, n_subjects=..., n_sites=..., seed=...)`` writes::
+
+    out/
+      sub-0001/stats/*.stats                      cross-sectional scan
+      sub-0002_ses-1/stats/*.stats                sessions processed one by one
+      sub-0002_ses-2/stats/*.stats
+      sub-0003_ses-1.long.sub-0003/stats/*.stats  FreeSurfer longitudinal stream ...
+      sub-0003_ses-2.long.sub-0003/stats/*.stats
+      sub-0003/stats/*.stats                      ... and its base template (not a scan)
+      participants.tsv                            one row per scan
+      participants.yaml                           the column map that reads it
+      truth/ground_truth.csv                      per scan: site-free values, outcomes' signal,
+      truth/effects.csv, sites.csv,               QC and corruption flags; per feature and site:
+      truth/site_effects.csv, outcomes.json       effects, weights, planted problems
+
+What is calibrated on which real table, and what is derived, is documented in
+:mod:`morphml.simulate._calibration` and :mod:`morphml.simulate._features`.
+"""
+
+from morphml.simulate._cohort import SimulationSummary, simulate_cohort
+
+__all__ = ["SimulationSummary", "simulate_cohort"]

@@ -24,9 +24,10 @@ regions, ``lh/rh MeanThickness``, the aseg volumes that are not empty, ``lh/rh C
 
 ``pcntoolkit-demo/IXI_aparc_thickness.csv`` + ``IXI_age_gender.csv`` (one site): the same
 model without site terms for the 68 Desikan-Killiany thickness regions; their residuals are
-regressed on the residuals of ``lh/rh MeanThickness`` (``anchors``), so that in a simulated
-scan they move with the fcon1000-calibrated mean thickness. Their site spread is the median
-relative spread of the Destrieux thickness regions.
+regressed (mm per mm) on the residuals of ``lh/rh MeanThickness`` (``anchor_coef``, what is
+left: ``anchor_resid``), so that in a simulated scan a region moves with the
+fcon1000-calibrated mean thickness, its site offsets included. A region's own site offset
+(``tau``) is the part of the median Destrieux offset its hemisphere's mean does not carry.
 
 ``enigma-toolbox/summary_statistics/scz_case-controls_{CortThick,CortSurf,SubVol}.csv``:
 schizophrenia Cohen's d (``d_icv``) per DK region (thickness, area) and subcortical volume.
