@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "ColumnMapError",
     "DatabaseError",
+    "ExportError",
     "FeatureIdError",
     "IngestError",
     "KeyFileError",
@@ -19,6 +20,7 @@ __all__ = [
     "SubjectDirError",
     "TableImportError",
     "UnknownStatsKindError",
+    "WithdrawalError",
 ]
 
 
@@ -81,3 +83,11 @@ class IngestError(MorphmlError, ValueError):
 
 class KeyFileError(MorphmlError, PermissionError):
     """The pseudonym key file is missing, malformed or too widely readable."""
+
+
+class ExportError(MorphmlError, ValueError):
+    """An export cannot be written: unknown format, atlas, measure or source, or no data."""
+
+
+class WithdrawalError(MorphmlError, LookupError):
+    """The person to withdraw is not in the database (or not in the given source)."""

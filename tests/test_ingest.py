@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from morphml.cli import cli
 from morphml.db import connect, ingest
-from morphml.exceptions import ColumnMapError, DatabaseError, IngestError
+from morphml.exceptions import ColumnMapError, DatabaseError, IngestError, KeyFileError
 from morphml.io._writer import example_features, write_subject_stats
 from tests.conftest import SHARED_DATA
 
@@ -264,11 +264,11 @@ CANARIES = {
     "SUBJECTS_DIR": "/data/CANARYsubjectsdir13",
     "cmdline_path": "/opt/CANARYinstall55",
     "CreationTime": "2031/01/02-03:04:05-CANARYtime",
-    "timestamp": "2031/02/03 04:05:06",
+    "timestamp": "1987/06/05 04:03:21",
 }
 
 
-def test_canary_strings_never_reach_database_exports_or_output(tmp_path: Path) -> None:
+def test_planted_identifiers_never_reach_database_exports_or_output(tmp_path: Path) -> None:
     root = tmp_path / "in"
     for i, flavor in enumerate(FLAVORS):
         make_subject(root / f"sub-CANARYfolder{i}", i, flavor, **CANARIES)
@@ -287,8 +287,8 @@ def test_canary_strings_never_reach_database_exports_or_output(tmp_path: Path) -
     runner = CliRunner(env=env)
     outputs = []
     for args in (
-        ["ingest", str(root), "--db", str(db), "--source", "canary"],
-        ["ingest", str(root), "--db", str(db), "--source", "canary"],
+        ["ingest", str(root), "--db", str(db), "--source", "hospital"],
+        ["ingest", str(root), "--db", str(db), "--source", "hospital"],
         ["db", "info", "--db", str(db)],
         ["db", "info", "--db", str(db), "--json"],
         ["db", "export", "--db", str(db), "--out", str(tmp_path / "out" / "wide.parquet")],
@@ -312,7 +312,8 @@ def test_canary_strings_never_reach_database_exports_or_output(tmp_path: Path) -
         "subjectsdir13",
         "install55",
         "freetext",
-        "2031",
+        "CANARYtime",
+        "1987/06/05",
     ]
     for blob in blobs:
         lowered = blob.lower()
@@ -360,3 +361,48 @@ def test_sigkill_during_ingest_leaves_database_as_before(tmp_path: Path) -> None
     with connect(db) as con:
         n = con.execute("SELECT count(*) FROM scans WHERE source = 'big'").fetchone()
     assert n == (120,)
+
+
+def test_withdrawal_after_ingest_and_reenrolment(tmp_path: Path, key: Path) -> None:
+    root = tmp_path / "in"
+    make_subject(root / "sub-01", 1)
+    make_subject(root / "sub-02", 2)
+    db = tmp_path / "db.duckdb"
+    ingest([root], source="hospital", db=db, key_file=key)
+    runner = CliRunner(env={"MORPHML_KEY_FILE": str(key)})
+    result = runner.invoke(cli, ["withdraw", "sub-01", "--db", str(db), "--source", "hospital"])
+    assert result.exit_code == 0, result.output
+    assert "sub-01" not in result.output
+    with connect(db) as con:
+        assert con.execute("SELECT count(*) FROM scans").fetchone() == (1,)
+    with pytest.raises(IngestError, match="withdrew earlier"):
+        ingest([root], source="hospital", db=db, key_file=key)
+    again = ingest([root], source="hospital", db=db, key_file=key, allow_reenrol=True)
+    assert again.n_new == 1 and again.n_unchanged == 1
+
+
+def test_a_different_key_is_refused(tmp_path: Path, key: Path) -> None:
+    make_subject(tmp_path / "in" / "sub-01", 1)
+    db = tmp_path / "db.duckdb"
+    ingest([tmp_path / "in"], source="s", db=db, key_file=key)
+    before = snapshot(db)
+    with pytest.raises(KeyFileError, match="not the one the database was ingested with"):
+        ingest([tmp_path / "in"], source="s", db=db, key_file=tmp_path / "other-key")
+    assert snapshot(db) == before
+
+
+def test_simulated_cohort_ingests_directly(tmp_path: Path, key: Path) -> None:
+    from morphml.simulate import simulate_cohort
+
+    sim = simulate_cohort(tmp_path / "sim", n_subjects=30, n_sites=3, seed=3)
+    db = tmp_path / "db.duckdb"
+    with pytest.raises(IngestError, match=r"stats/.*line"):  # the planted corrupt file
+        ingest([tmp_path / "sim"], source="sim", db=db, key_file=key)
+    summary = ingest([tmp_path / "sim"], source="sim", db=db, key_file=key, on_error="skip")
+    assert summary.n_skipped == len(sim.corrupt_files)
+    assert summary.n_scans == sim.n_scans - len(sim.corrupt_files)
+    with connect(db) as con:
+        phenos = {r[0] for r in con.execute("SELECT DISTINCT name FROM phenotypes").fetchall()}
+        ages = con.execute("SELECT count(*) FROM scans WHERE age IS NULL").fetchone()
+    assert {"diagnosis", "response", "clinical_score"} <= phenos
+    assert ages == (0,)

@@ -1,18 +1,33 @@
 """The morphometry database: one DuckDB file, pseudonymous, schema-versioned."""
 
 from morphml.db._ingest import IngestSummary, ingest
-from morphml.db._privacy import PseudonymKey, default_key_path, load_key
+from morphml.db._privacy import PseudonymKey, check_key, default_key_path, load_key
+from morphml.db._report import ExportResult, database_info, export_wide, format_info
+from morphml.db._runs import record_run, run_status, stale_runs
 from morphml.db._schema import SCHEMA_VERSION
 from morphml.db._store import connect, db_path, upgrade
+from morphml.db._withdraw import WithdrawalResult, is_withdrawn, rewrite_database, withdraw
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ExportResult",
     "IngestSummary",
     "PseudonymKey",
+    "WithdrawalResult",
+    "check_key",
     "connect",
+    "database_info",
     "db_path",
     "default_key_path",
+    "export_wide",
+    "format_info",
     "ingest",
+    "is_withdrawn",
     "load_key",
+    "record_run",
+    "rewrite_database",
+    "run_status",
+    "stale_runs",
     "upgrade",
+    "withdraw",
 ]

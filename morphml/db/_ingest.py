@@ -36,7 +36,7 @@ import pyarrow as pa
 
 from morphml._version import __version__
 from morphml.db._discover import Discovery, discover
-from morphml.db._privacy import PseudonymKey, load_key
+from morphml.db._privacy import PseudonymKey, check_key, load_key
 from morphml.db._store import connect
 from morphml.exceptions import IngestError, MorphmlError, StatsFileError
 from morphml.io._columnmap import ColumnMap, load_column_map
@@ -320,6 +320,7 @@ def ingest(
         assert cmap is not None
         _attach_participants(scans, part_path, cmap, on_error, errors, summary)
     with connect(db, create=True) as con:
+        check_key(con, key)
         _check_withdrawn(con, key, scans, allow_reenrol)
         con.execute("SET preserve_insertion_order = false")
         # bounded memory: DuckDB writes large appends to the file as it goes (uncommitted
@@ -327,6 +328,7 @@ def ingest(
         con.execute("SET memory_limit = '1GB'")
         con.execute("BEGIN TRANSACTION")
         try:
+            check_key(con, key, record=True)
             _write(con, scans, source, jobs, on_error, errors, summary, progress)
             con.execute("COMMIT")
         except BaseException:
@@ -609,11 +611,13 @@ def _write(
             summary.n_files += len(hashes)
             _count(summary, status)
     writer.flush()
+    subject_of = {s.scan_key: s.subject_key for s in scans}
     for scan_key, path, lineno, message in errors:
         con.execute(
-            "INSERT INTO ingest_errors VALUES (?, ?, ?, ?, ?, ?)",
-            [summary.ingest_id, source, scan_key, path, lineno, message],
-        )
+            "INSERT INTO ingest_errors VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [summary.ingest_id, source, subject_of.get(scan_key or ""), scan_key, path, lineno,
+             message],
+        )  # fmt: skip
     summary.n_scans = summary.n_new + summary.n_changed + summary.n_unchanged
     summary.n_subjects = len(writer.subjects_seen)
     summary.n_values = writer.n_values

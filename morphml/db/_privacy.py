@@ -16,9 +16,11 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
+
 from morphml.exceptions import KeyFileError
 
-__all__ = ["PseudonymKey", "default_key_path", "load_key"]
+__all__ = ["PseudonymKey", "check_key", "default_key_path", "load_key"]
 
 _KEY_BYTES = 32
 #: hex characters kept from the HMAC: 96 bits, far beyond any cohort's collision risk
@@ -52,6 +54,11 @@ class PseudonymKey:
     def scan(self, source: str, original_id: str, session: str | None) -> str:
         """Pseudonym of one scan (one session) of a person."""
         return "scan-" + self._mac("scan", source, original_id, session or "")
+
+    def fingerprint(self) -> str:
+        """A value that identifies the key (not the people): stored in the database so a
+        different key is refused instead of silently producing unrelated pseudonyms."""
+        return self._mac("key-fingerprint")
 
     def withdrawal_token(self, subject_key: str) -> str:
         """A token that recognises a withdrawn person without storing their pseudonym."""
@@ -94,3 +101,23 @@ def load_key(
     if len(secret) < 16:
         raise KeyFileError(f"key file {path}: key too short ({len(secret)} bytes, need >= 16)")
     return PseudonymKey(secret)
+
+
+def check_key(con: duckdb.DuckDBPyConnection, key: PseudonymKey, *, record: bool = False) -> None:
+    """Refuse a key other than the one this database was ingested with.
+
+    With ``record`` the key's fingerprint is stored when the database has none yet (first
+    ingest); call it inside the ingest transaction.
+    """
+    row = con.execute("SELECT value FROM morphml_meta WHERE key = 'key_fingerprint'").fetchone()
+    if row is None:
+        if record:
+            con.execute(
+                "INSERT INTO morphml_meta VALUES ('key_fingerprint', ?)", [key.fingerprint()]
+            )
+        return
+    if row[0] != key.fingerprint():
+        raise KeyFileError(
+            "this key is not the one the database was ingested with: its pseudonyms would not "
+            "match; pass --key-file (or MORPHML_KEY_FILE) with the original key"
+        )

@@ -82,6 +82,7 @@ CREATE TABLE ingests (
 CREATE TABLE ingest_errors (
     ingest_id INTEGER NOT NULL,
     source VARCHAR NOT NULL,
+    subject_key VARCHAR,
     scan_key VARCHAR,
     path VARCHAR,
     line INTEGER,
