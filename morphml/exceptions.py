@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "ColumnMapError",
+    "ConfigError",
     "DatabaseError",
     "ExportError",
     "FeatureIdError",
@@ -91,3 +92,7 @@ class ExportError(MorphmlError, ValueError):
 
 class WithdrawalError(MorphmlError, LookupError):
     """The person to withdraw is not in the database (or not in the given source)."""
+
+
+class ConfigError(MorphmlError, ValueError):
+    """A run configuration is invalid (unknown key, bad value, impossible request)."""

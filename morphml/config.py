@@ -1,0 +1,203 @@
+"""Run configurations: YAML in, validated pydantic models out.
+
+Every model forbids unknown keys; a misspelt key is reported with the closest valid key::
+
+    configs/pretrain.yaml: unknown key 'tunning' at the top level; did you mean 'tuning'?
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from morphml.exceptions import ConfigError
+
+__all__ = [
+    "CohortSpec",
+    "FeatureSpec",
+    "PretrainConfig",
+    "QCSpec",
+    "TuningSpec",
+    "ValidationSpec",
+    "config_hash",
+    "load_config",
+    "parse_config",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class QCSpec(_Strict):
+    """Which QC flags exclude a scan (``morphml qc`` stores them)."""
+
+    exclude: list[str] = Field(default_factory=list)
+
+
+class CohortSpec(_Strict):
+    """Which scans a run uses."""
+
+    sources: list[str] | None = None
+    #: phenotype name -> allowed values (text phenotypes) e.g. {diagnosis: [control]}
+    filters: dict[str, list[str]] = Field(default_factory=dict)
+    min_age: float | None = None
+    max_age: float | None = None
+    qc: QCSpec = Field(default_factory=QCSpec)
+    #: with several scans per subject, use only the first session (cross-sectional models)
+    first_session_only: bool = True
+
+
+class FeatureSpec(_Strict):
+    """Which features, and the per-scan (row-wise, nothing learned) transforms applied."""
+
+    #: atlases to use; None: every atlas with values (features missing in some scans are then
+    #: dropped by ``max_missing``)
+    atlases: list[str] | None = None
+    measures: list[str] | None = None
+    #: feature ids dropped even if selected (e.g. QC measures such as SurfaceHoles)
+    exclude: list[str] = Field(
+        default_factory=lambda: [
+            "global.lh.SurfaceHoles.count",
+            "global.rh.SurfaceHoles.count",
+            "global.na.SurfaceHoles.count",
+        ]
+    )
+    #: features missing in more than this fraction of the cohort's scans are dropped
+    max_missing: float = Field(default=0.0, ge=0.0, le=1.0)
+    #: regress eTIV out of volumes and areas inside the training folds
+    etiv_adjust: bool = False
+    #: row-wise log of volumes and areas (no parameters learned)
+    log_volumes: bool = True
+    #: row-wise thickness divided by the scan's mean cortical thickness (kept as its own feature)
+    relative_thickness: bool = True
+    #: add one-hot site indicators as covariates (learned only from training folds' sites)
+    site_covariates: bool = True
+
+
+class TuningSpec(_Strict):
+    """Optuna tuning inside the training folds."""
+
+    trials: int = Field(default=20, ge=1)
+    timeout: float | None = Field(default=None, gt=0)
+    inner_folds: int = Field(default=3, ge=2)
+    pruning: bool = True
+
+
+class ValidationSpec(_Strict):
+    """Outer validation schemes: every one is reported in metrics.json."""
+
+    schemes: list[Literal["kfold", "leave_site_out", "external"]] = Field(
+        default_factory=lambda: ["kfold"]
+    )
+    folds: int = Field(default=5, ge=2)
+    external_source: str | None = None
+    bootstrap: int = Field(default=1000, ge=100)
+
+
+class PretrainConfig(_Strict):
+    """``kind: pretrain``: brain-age and sex models on the pooled database."""
+
+    kind: Literal["pretrain"]
+    name: str = "pretrain"
+    cohort: CohortSpec = Field(default_factory=CohortSpec)
+    features: FeatureSpec = Field(default_factory=FeatureSpec)
+    targets: list[Literal["age", "sex"]] = Field(default_factory=lambda: ["age", "sex"])
+    #: target -> model names (age: ridge, xgboost; sex: logistic, elasticnet, xgboost)
+    models: dict[Literal["age", "sex"], list[str]] = Field(
+        default_factory=lambda: {"age": ["ridge", "xgboost"], "sex": ["logistic", "xgboost"]}
+    )
+    tuning: TuningSpec = Field(default_factory=TuningSpec)
+    validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: how predict treats sites the models never saw: refuse, or predict without site terms
+    new_sites: Literal["refuse", "ignore_site"] = "refuse"
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        allowed = {"age": ("ridge", "xgboost"), "sex": ("logistic", "elasticnet", "xgboost")}
+        for target, names in value.items():
+            for name in names:
+                if name not in allowed[target]:
+                    close = difflib.get_close_matches(name, allowed[target], n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise ValueError(
+                        f"unknown {target} model {name!r}{hint} "
+                        f"(choose from {', '.join(allowed[target])})"
+                    )
+        return value
+
+
+_KINDS: dict[str, type[_Strict]] = {"pretrain": PretrainConfig}
+
+
+def _closest_key(model: type[BaseModel], loc: tuple[Any, ...], key: str) -> str | None:
+    current: Any = model
+    for part in loc:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        current = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+        if current is None:
+            return None
+    fields = list(getattr(current, "model_fields", {}))
+    close = difflib.get_close_matches(key, fields, n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
+def parse_config(data: Any, *, source: str = "config") -> PretrainConfig:
+    """Validate a config mapping (as loaded from YAML)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of keys, got {type(data).__name__}")
+    kind = data.get("kind")
+    if kind not in _KINDS:
+        raise ConfigError(f"{source}: 'kind' must be one of {sorted(_KINDS)}, got {kind!r}")
+    model = _KINDS[kind]
+    try:
+        return model.model_validate(data)  # type: ignore[return-value]
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = tuple(first["loc"])
+        where = ".".join(str(p) for p in loc[:-1]) or "the top level"
+        if first["type"] == "extra_forbidden":
+            key = str(loc[-1])
+            close = _closest_key(model, loc[:-1], key)
+            hint = f"; did you mean {close!r}?" if close else ""
+            raise ConfigError(f"{source}: unknown key {key!r} at {where}{hint}") from None
+        path = ".".join(str(p) for p in loc)
+        raise ConfigError(f"{source}: {path}: {first['msg']}") from None
+
+
+def load_config(path: str | os.PathLike[str]) -> PretrainConfig:
+    """Read and validate a YAML config file (``yaml.safe_load``)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    return parse_config(data, source=str(p))
+
+
+def config_hash(config: BaseModel) -> str:
+    """SHA-256 of the resolved config (canonical JSON), for manifests and audits."""
+    blob = json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
