@@ -32,6 +32,10 @@ __all__ = [
 ]
 
 
+Scheme = Literal["kfold", "leave_site_out", "external"]
+Target = Literal["age", "sex"]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -94,9 +98,7 @@ class TuningSpec(_Strict):
 class ValidationSpec(_Strict):
     """Outer validation schemes: every one is reported in metrics.json."""
 
-    schemes: list[Literal["kfold", "leave_site_out", "external"]] = Field(
-        default_factory=lambda: ["kfold"]
-    )
+    schemes: list[Scheme] = Field(default_factory=lambda: list[Scheme](["kfold"]))
     folds: int = Field(default=5, ge=2)
     external_source: str | None = None
     bootstrap: int = Field(default=1000, ge=100)
@@ -109,10 +111,12 @@ class PretrainConfig(_Strict):
     name: str = "pretrain"
     cohort: CohortSpec = Field(default_factory=CohortSpec)
     features: FeatureSpec = Field(default_factory=FeatureSpec)
-    targets: list[Literal["age", "sex"]] = Field(default_factory=lambda: ["age", "sex"])
+    targets: list[Target] = Field(default_factory=lambda: list[Target](["age", "sex"]))
     #: target -> model names (age: ridge, xgboost; sex: logistic, elasticnet, xgboost)
-    models: dict[Literal["age", "sex"], list[str]] = Field(
-        default_factory=lambda: {"age": ["ridge", "xgboost"], "sex": ["logistic", "xgboost"]}
+    models: dict[Target, list[str]] = Field(
+        default_factory=lambda: dict[Target, list[str]](
+            {"age": ["ridge", "xgboost"], "sex": ["logistic", "xgboost"]}
+        )
     )
     tuning: TuningSpec = Field(default_factory=TuningSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)

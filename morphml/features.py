@@ -240,8 +240,8 @@ def describe(frame: FeatureFrame) -> dict[str, Any]:
             str(k): int(v) for k, v in meta["site"].fillna("unknown").value_counts().items()
         },
         "software": {
-            f"{s} {v}": int(n)
-            for (s, v), n in meta.groupby(["software", "version"], dropna=False).size().items()
+            f"{key[0]} {key[1]}": int(n)  # type: ignore[index]
+            for key, n in meta.groupby(["software", "version"], dropna=False).size().items()
         },
         "sex": {str(k): int(v) for k, v in meta["sex"].fillna("unknown").value_counts().items()},
         "age": {
