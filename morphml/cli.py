@@ -347,6 +347,49 @@ def db_rewrite(db: Path | None) -> None:
     click.echo("database file rewritten")
 
 
+@cli.command()
+@click.argument("config_path", metavar="CONFIG", type=click.Path(path_type=Path))
+@click.option("--db", type=click.Path(path_type=Path), help="Database file [MORPHML_DB].")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
+@click.option("--no-resume", is_flag=True, help="Refuse to continue an interrupted run.")
+@_friendly
+def fit(config_path: Path, db: Path | None, out: Path, no_resume: bool) -> None:
+    """Run a config (kind: pretrain) and write the run directory."""
+    from morphml.config import load_config
+    from morphml.pipelines import fit_pretrain
+
+    config = load_config(config_path)
+    result = fit_pretrain(config, db=db, out=out, resume=not no_resume)
+    click.echo(f"run {result.run_id} written to {result.run_dir}")
+    for target, models in result.metrics["targets"].items():
+        for model, schemes in models.items():
+            for scheme, m in schemes.items():
+                if target == "age":
+                    click.echo(
+                        f"  age  {model:<24} {scheme:<15} MAE {m['mae']:.2f} "
+                        f"[{m['mae_ci'][0]:.2f}, {m['mae_ci'][1]:.2f}]  r {m['r']:.3f}"
+                    )
+                else:
+                    click.echo(
+                        f"  sex  {model:<24} {scheme:<15} AUC {m['auc']:.3f} "
+                        f"[{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}]"
+                    )
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--db", type=click.Path(path_type=Path), help="Database file [MORPHML_DB].")
+@click.option("--source", help="Only scans of this source.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="FILE.parquet")
+@_friendly
+def predict(run_dir: Path, db: Path | None, source: str | None, out: Path) -> None:
+    """Predict age and sex for scans in the database with a run's final models."""
+    from morphml.pipelines import predict_run
+
+    result = predict_run(run_dir, db=db, source=source, out=out)
+    click.echo(f"wrote {len(result)} predictions to {out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``morphml`` console script."""
     cli.main(args=argv if argv is not None else sys.argv[1:], prog_name="morphml")

@@ -9,18 +9,25 @@ helps, what to do.
 from __future__ import annotations
 
 __all__ = [
+    "BiasCorrectionError",
     "ColumnMapError",
     "ConfigError",
     "DatabaseError",
+    "DeviceError",
     "ExportError",
     "FeatureIdError",
+    "FeatureMismatchError",
     "IngestError",
     "KeyFileError",
+    "ModelConfigError",
+    "ModelFileError",
+    "ModelInputError",
     "MorphmlError",
     "StatsFileError",
     "SubjectDirError",
     "TableImportError",
     "UnknownStatsKindError",
+    "UntrustedModelError",
     "WithdrawalError",
 ]
 
@@ -96,3 +103,31 @@ class WithdrawalError(MorphmlError, LookupError):
 
 class ConfigError(MorphmlError, ValueError):
     """A run configuration is invalid (unknown key, bad value, impossible request)."""
+
+
+class FeatureMismatchError(MorphmlError, ValueError):
+    """A model is applied to columns other than the ones it was fitted on."""
+
+
+class ModelInputError(MorphmlError, ValueError):
+    """Model input is unusable (not a DataFrame where names matter, eTIV missing or <= 0...)."""
+
+
+class ModelConfigError(MorphmlError, ValueError):
+    """Unknown model or parameter name, or a bad random_state/device."""
+
+
+class DeviceError(MorphmlError, RuntimeError):
+    """A GPU was requested but none is usable."""
+
+
+class BiasCorrectionError(MorphmlError, ValueError):
+    """The brain-age bias correction cannot be fitted or applied."""
+
+
+class ModelFileError(MorphmlError, ValueError):
+    """A model file is missing, changed since it was written, or from a newer morphml."""
+
+
+class UntrustedModelError(ModelFileError):
+    """A skops file holds a type outside morphml's allow-list."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedGroupKFold
@@ -43,10 +45,13 @@ def outer_splits(
             )
         labels = stratify if stratify is not None else sites
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        return [
-            (np.asarray(tr), np.asarray(te))
-            for tr, te in splitter.split(np.zeros(n), labels, subjects)
-        ]
+        with warnings.catch_warnings():
+            # small sites cannot be spread over every fold; that is expected, not a problem
+            warnings.filterwarnings("ignore", message="The least populated class")
+            return [
+                (np.asarray(tr), np.asarray(te))
+                for tr, te in splitter.split(np.zeros(n), labels, subjects)
+            ]
     if scheme == "leave_site_out":
         n_sites = len(set(sites))
         if n_sites < 2:
@@ -104,4 +109,8 @@ def inner_splits(
     if k < 2:
         raise ConfigError("too few subjects in a training fold to tune (need at least 2)")
     skf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    return [(np.asarray(a), np.asarray(b)) for a, b in skf.split(np.zeros(n), labels, subjects)]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class")
+        return [
+            (np.asarray(a), np.asarray(b)) for a, b in skf.split(np.zeros(n), labels, subjects)
+        ]

@@ -37,8 +37,8 @@ class TuningResult:
 def predict_scores(model: BaseEstimator, X: pd.DataFrame, kind: str) -> np.ndarray:
     """Predictions: values for regression, P(class 1) for classification."""
     if kind == "classification":
-        return np.asarray(model.predict_proba(X))[:, 1]  # type: ignore[attr-defined]
-    return np.asarray(model.predict(X), dtype=np.float64)  # type: ignore[attr-defined]
+        return np.asarray(model.predict_proba(X))[:, 1]
+    return np.asarray(model.predict(X), dtype=np.float64)
 
 
 def _loss(kind: str, y: np.ndarray, pred: np.ndarray) -> float:
@@ -76,9 +76,9 @@ def tune(
     storage: Any = None
     if storage_path is not None:
         storage_path.parent.mkdir(parents=True, exist_ok=True)
-        storage = optuna.storages.JournalStorage(
-            optuna.storages.journal.JournalFileBackend(str(storage_path))
-        )
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = optuna.storages.JournalStorage(JournalFileBackend(str(storage_path)))
     sampler = optuna.samplers.TPESampler(seed=seed)
     pruner: optuna.pruners.BasePruner = (
         optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
@@ -100,7 +100,7 @@ def tune(
         oof = np.full(len(y), np.nan)
         losses = []
         for step, (tr, va) in enumerate(splits):
-            model = build(params).fit(X.iloc[tr], y[tr])  # type: ignore[attr-defined]
+            model = build(params).fit(X.iloc[tr], y[tr])
             oof[va] = predict_scores(model, X.iloc[va], kind)
             losses.append(_loss(kind, y[va], oof[va]))
             trial.report(float(np.mean(losses)), step)
@@ -121,10 +121,11 @@ def tune(
     if oof is None:  # the best trial ran in an earlier, interrupted process: recompute
         oof = np.full(len(y), np.nan)
         for tr, va in splits:
-            model = build(_params_of(best, space)).fit(X.iloc[tr], y[tr])  # type: ignore[attr-defined]
+            model = build(_params_of(best, space)).fit(X.iloc[tr], y[tr])
             oof[va] = predict_scores(model, X.iloc[va], kind)
     params = _params_of(best, space)
-    return TuningResult(params=params, score=float(best.value), oof=oof, n_trials=len(completed))
+    score = float(best.value) if best.value is not None else float("nan")
+    return TuningResult(params=params, score=score, oof=oof, n_trials=len(completed))
 
 
 def _params_of(

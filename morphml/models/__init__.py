@@ -1,0 +1,52 @@
+"""Models: preprocessing, brain-age and sex estimators, age-bias correction, persistence."""
+
+from morphml.models._bias import AgeBiasCorrector, BiasCorrectionError
+from morphml.models._estimators import (
+    AGE_MODELS,
+    SEX_MODELS,
+    DeviceError,
+    default_params,
+    make_age_model,
+    make_sex_model,
+    resolve_device,
+    search_space,
+)
+from morphml.models._persist import (
+    FORMAT_VERSION,
+    ModelFileError,
+    UntrustedModelError,
+    load_model,
+    save_model,
+)
+from morphml.models._preprocess import (
+    EtivAdjuster,
+    FeatureGuard,
+    FeatureMismatchError,
+    ModelConfigError,
+    ModelInputError,
+    check_feature_names,
+)
+
+__all__ = [
+    "AGE_MODELS",
+    "FORMAT_VERSION",
+    "SEX_MODELS",
+    "AgeBiasCorrector",
+    "BiasCorrectionError",
+    "DeviceError",
+    "EtivAdjuster",
+    "FeatureGuard",
+    "FeatureMismatchError",
+    "ModelConfigError",
+    "ModelFileError",
+    "ModelInputError",
+    "UntrustedModelError",
+    "check_feature_names",
+    "default_params",
+    "load_model",
+    "make_age_model",
+    "make_sex_model",
+    "resolve_device",
+    "save_model",
+    "search_space",
+]

@@ -1,0 +1,455 @@
+"""``morphml fit``: pretrain brain-age and sex models with leak-free nested evaluation.
+
+For every target, validation scheme and model:
+
+* the outer splits keep each subject's sessions together (k-fold stratified by site,
+  leave-site-out, or an external source);
+* inside each outer training set, Optuna tunes the model on inner folds (whole sites held out
+  after a leave-site-out split) and the tuned pipeline (imputation, scaling, eTIV adjustment
+  inside) is refitted on the training set only;
+* the brain-age bias correction is fitted on the *inner out-of-fold* predictions of the
+  training set, never on the test fold;
+* test-fold predictions are collected out of fold and scored with bootstrap intervals,
+  overall and per site.
+
+Final models are then tuned and refitted on all scans and saved in stable formats. The run
+directory records everything an audit needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from morphml._version import __version__
+from morphml.config import PretrainConfig, config_hash
+from morphml.db import connect, record_run
+from morphml.evaluation._splits import SCHEME_KEYS, inner_splits, outer_splits
+from morphml.evaluation._tuning import predict_scores, stable_seed, tune
+from morphml.exceptions import ConfigError
+from morphml.features import SITE_PREFIX, FeatureFrame, describe, load_frame, target_vector
+
+__all__ = ["RunResult", "fit_pretrain", "package_versions"]
+
+_PACKAGES = (
+    "numpy", "pandas", "scikit-learn", "xgboost", "optuna", "duckdb", "pyarrow", "pydantic",
+    "skops", "scipy", "joblib",
+)  # fmt: skip
+
+
+@dataclass
+class RunResult:
+    """Where a run went and what it measured."""
+
+    run_dir: Path
+    run_id: str
+    metrics: dict[str, Any]
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of morphml and the packages results depend on."""
+    out = {"morphml": __version__, "python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _git_commit() -> str | None:
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
+
+
+def _model_factory(target: str, name: str, etiv: bool, seed: int, device: str) -> Any:
+    from morphml.models import make_age_model, make_sex_model
+
+    maker = make_age_model if target == "age" else make_sex_model
+
+    def build(params: dict[str, Any]) -> Any:
+        return maker(name, params, etiv_adjust=etiv, random_state=seed, device=device, n_jobs=2)
+
+    return build
+
+
+def _variants(config: PretrainConfig, target: str) -> list[tuple[str, str, bool]]:
+    """(label, model name, eTIV-adjusted) per model: sex is reported with and without."""
+    out = []
+    for name in config.models.get(target) or []:  # type: ignore[call-overload]
+        if target == "sex":
+            out.append((name, name, False))
+            out.append((f"{name}_etiv_adjusted", name, True))
+        else:
+            out.append((name, name, config.features.etiv_adjust))
+    return out
+
+
+def _check_config(config: PretrainConfig, frame: FeatureFrame) -> None:
+    """Everything that can be refused before any model is fitted."""
+    for target in config.targets:
+        if target not in config.models or not config.models[target]:
+            raise ConfigError(f"models: no model listed for target {target!r}")
+        y, mask = target_vector(frame.meta, target)
+        missing = int((~mask).sum())
+        if missing:
+            raise ConfigError(
+                f"target {target!r} is missing for {missing} of {len(mask)} scans in the cohort; "
+                "restrict the cohort (e.g. cohort.min_age, cohort.sources) so every scan has it"
+            )
+        if target == "sex":
+            counts = np.bincount(y.astype(int), minlength=2)
+            if counts.min() < config.validation.folds:
+                raise ConfigError(
+                    f"target sex: {counts.min()} scans of the rarer sex, fewer than "
+                    f"validation.folds = {config.validation.folds}"
+                )
+    sites = frame.meta["site"].fillna("unknown").nunique()
+    if "leave_site_out" in config.validation.schemes and sites < 2:
+        raise ConfigError(
+            f"validation.schemes has leave_site_out but the cohort has a single site "
+            f"({frame.meta['site'].iloc[0]!r})"
+        )
+    n_subjects = frame.meta["subject_key"].nunique()
+    if "kfold" in config.validation.schemes and n_subjects < config.validation.folds * 2:
+        raise ConfigError(
+            f"{n_subjects} subjects are too few for {config.validation.folds}-fold validation "
+            f"(need at least {config.validation.folds * 2})"
+        )
+    if "external" in config.validation.schemes:
+        ext = config.validation.external_source
+        if ext is None or ext not in set(frame.meta["source"]):
+            raise ConfigError(
+                f"validation.external_source {ext!r} is not a source of the cohort "
+                f"({sorted(set(frame.meta['source']))})"
+            )
+
+
+def fit_pretrain(
+    config: PretrainConfig,
+    *,
+    db: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str],
+    resume: bool = True,
+) -> RunResult:
+    """Run a pretraining config and write its run directory.
+
+    Parameters
+    ----------
+    config : PretrainConfig
+    db : path-like, optional
+        The database (``MORPHML_DB`` / ``morphml.duckdb`` by default).
+    out : path-like
+        The run directory; an interrupted run in it is resumed when ``resume``.
+    """
+    from morphml.models import resolve_device
+
+    run_dir = Path(out)
+    frame = load_frame(db, config.cohort, config.features)
+    _check_config(config, frame)
+    device = resolve_device(config.device)
+    existing = run_dir / "config.yaml"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not resume or not existing.exists():
+            raise ConfigError(f"{run_dir} exists and is not an interrupted run of this config")
+        previous = yaml.safe_load(existing.read_text())
+        if previous != config.model_dump(mode="json"):
+            raise ConfigError(f"{run_dir} holds a run of another config; choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(
+        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    )
+    X = frame.X
+    metrics: dict[str, Any] = {"targets": {}}
+    predictions: list[pd.DataFrame] = []
+    tuned: dict[str, Any] = {}
+    for target in config.targets:
+        y, _ = target_vector(frame.meta, target)
+        kind = "regression" if target == "age" else "classification"
+        stratify = None if target == "age" else _sex_site_labels(frame.meta, y)
+        metrics["targets"][target] = {}
+        for label, name, etiv in _variants(config, target):
+            from morphml.models import search_space
+
+            build = _model_factory(target, name, etiv, config.seed, device)
+            space = search_space(name, target)
+            result: dict[str, Any] = {}
+            for scheme in config.validation.schemes:
+                splits = outer_splits(
+                    scheme,
+                    frame.meta,
+                    folds=config.validation.folds,
+                    seed=config.seed,
+                    external_source=config.validation.external_source,
+                    stratify=stratify,
+                )
+                preds = _outer_loop(
+                    config, frame, X, y, splits, scheme, target, label, kind, build, space,
+                    run_dir, tuned,
+                )  # fmt: skip
+                predictions.append(preds)
+                result[SCHEME_KEYS[scheme]] = _score(config, target, preds, frame)
+            metrics["targets"][target][label] = result
+    final = _final_models(config, frame, X, device, run_dir)
+    pred_table = pd.concat(predictions, ignore_index=True)
+    pred_table.to_parquet(run_dir / "predictions.parquet", index=False)
+    run_id = uuid.uuid4().hex[:16]
+    metrics["run_id"] = run_id
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    manifest = {
+        "run_id": run_id,
+        "kind": "pretrain",
+        "morphml_version": __version__,
+        "packages": package_versions(),
+        "platform": {
+            "system": platform.system(),
+            "machine": platform.machine(),
+            "python": sys.version.split()[0],
+        },
+        "device": device,
+        "seeds": {"seed": config.seed},
+        "config_hash": config_hash(config),
+        "feature_matrix_hash": frame.data_hash(),
+        "feature_ids": frame.feature_ids,
+        "site_covariates": [c for c in X.columns if c.startswith(SITE_PREFIX)],
+        "scan_keys": list(frame.X.index),
+        "cohort": describe(frame),
+        "tuning": tuned,
+        "final_models": final,
+        "git_commit": _git_commit(),
+    }
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    with connect(db) as con:
+        record_run(con, run_id, "pretrain", config_hash(config), list(frame.X.index))
+    return RunResult(run_dir, run_id, metrics)
+
+
+def _sex_site_labels(meta: pd.DataFrame, y: np.ndarray) -> np.ndarray:
+    sites = meta["site"].fillna("unknown").astype(str).to_numpy()
+    labels = np.array([f"{s}|{int(v)}" for s, v in zip(sites, y, strict=True)])
+    counts = pd.Series(labels).value_counts()
+    rare = set(counts[counts < 2].index)
+    # strata with a single scan cannot be split: fall back to the sex label for them
+    return np.array([f"*|{lab.split('|')[1]}" if lab in rare else lab for lab in labels])
+
+
+def _outer_loop(
+    config: PretrainConfig,
+    frame: FeatureFrame,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    scheme: str,
+    target: str,
+    label: str,
+    kind: str,
+    build: Any,
+    space: Any,
+    run_dir: Path,
+    tuned: dict[str, Any],
+) -> pd.DataFrame:
+    from morphml.models import AgeBiasCorrector
+
+    rows = []
+    for k, (train, test) in enumerate(splits):
+        inner = inner_splits(
+            scheme,
+            frame.meta,
+            train,
+            folds=config.tuning.inner_folds,
+            seed=stable_seed(config.seed, "inner", target, label, scheme, k),
+            stratify=None if target == "age" else y.astype(int),
+        )
+        Xtr = _site_columns_for(X, train, test)
+        result = tune(
+            build,
+            space,
+            Xtr,
+            y[train],
+            inner,
+            kind=kind,
+            trials=config.tuning.trials,
+            timeout=config.tuning.timeout,
+            seed=stable_seed(config.seed, "tpe", target, label, scheme, k),
+            storage_path=run_dir / "studies" / f"{target}-{label}-{scheme}.journal",
+            study_name=f"{target}-{label}-{scheme}-fold{k}",
+            pruning=config.tuning.pruning,
+        )
+        tuned[f"{target}/{label}/{scheme}/fold{k}"] = {
+            "params": result.params,
+            "inner_loss": result.score,
+            "trials": result.n_trials,
+        }
+        model = build(result.params).fit(Xtr, y[train])
+        Xte = X.iloc[test][Xtr.columns]
+        pred = predict_scores(model, Xte, kind)
+        fold = pd.DataFrame(
+            {
+                "scan_key": X.index[test],
+                "subject_key": frame.meta["subject_key"].to_numpy()[test],
+                "site": frame.meta["site"].to_numpy()[test],
+                "sex": frame.meta["sex"].to_numpy()[test],
+                "target": target,
+                "model": label,
+                "scheme": SCHEME_KEYS[scheme],
+                "fold": k,
+                "y_true": y[test],
+                "y_pred": pred,
+            }
+        )
+        if target == "age":
+            corrector = AgeBiasCorrector().fit(y[train], result.oof)
+            fold["y_pred_corrected"] = corrector.transform(y[test], pred)
+        rows.append(fold)
+    return pd.concat(rows, ignore_index=True)
+
+
+def _site_columns_for(X: pd.DataFrame, train: np.ndarray, test: np.ndarray) -> pd.DataFrame:
+    """The training matrix with the site indicators that can be used for this split.
+
+    When every test site also appears in training, the indicators of the training sites are
+    kept (constant ones dropped). When a test site was never seen (leave-site-out, external),
+    no site term can apply to it, and predicting with all indicators at zero would put those
+    scans at an arbitrary baseline: all site indicators are dropped for that split.
+    """
+    site_cols = [c for c in X.columns if c.startswith(SITE_PREFIX)]
+    Xtr = X.iloc[train]
+    if not site_cols:
+        return Xtr
+    seen = Xtr[site_cols].to_numpy().any(axis=0)
+    test_sites = X.iloc[test][site_cols].to_numpy()
+    unseen_test = (test_sites[:, ~seen] > 0).any()
+    if unseen_test:
+        return Xtr.drop(columns=site_cols)
+    constant = [c for c in site_cols if Xtr[c].nunique() <= 1]
+    return Xtr.drop(columns=constant)
+
+
+def _score(
+    config: PretrainConfig, target: str, preds: pd.DataFrame, frame: FeatureFrame
+) -> dict[str, Any]:
+    from morphml.evaluation._metrics import (
+        brain_age_metrics,
+        classification_metrics,
+        per_group_metrics,
+    )
+
+    n_boot = config.validation.bootstrap
+    seed = stable_seed(config.seed, "bootstrap", target)
+    groups = preds["subject_key"].to_numpy()
+    y = preds["y_true"].to_numpy()
+    p = preds["y_pred"].to_numpy()
+    out: dict[str, Any]
+    if target == "age":
+        out = dict(brain_age_metrics(
+            y, p, preds["y_pred_corrected"].to_numpy(), groups=groups, n_boot=n_boot,
+            random_state=seed,
+        ))  # fmt: skip
+        out["per_site"] = per_group_metrics(
+            "regression", y, p, preds["site"].astype(str).to_numpy(), n_boot=n_boot,
+            random_state=seed,
+        )  # fmt: skip
+    else:
+        out = dict(classification_metrics(y, p, groups=groups, n_boot=n_boot, random_state=seed))
+        out["per_site"] = per_group_metrics(
+            "classification", y, p, preds["site"].astype(str).to_numpy(), n_boot=n_boot,
+            random_state=seed,
+        )  # fmt: skip
+    return out
+
+
+def _final_models(
+    config: PretrainConfig, frame: FeatureFrame, X: pd.DataFrame, device: str, run_dir: Path
+) -> dict[str, Any]:
+    """Tune and refit every model on all scans; save them with a sidecar."""
+    from morphml.models import AgeBiasCorrector, save_model, search_space
+
+    models_dir = run_dir / "models"
+    if models_dir.exists():
+        shutil.rmtree(models_dir)
+    models_dir.mkdir()
+    out: dict[str, Any] = {}
+    all_idx = np.arange(len(frame.meta))
+    versions = sorted(
+        {f"{s} {v}" for s, v in zip(frame.meta["software"], frame.meta["version"], strict=True)}
+    )
+    atlases = sorted({f.split(".", 1)[0] for f in frame.feature_ids})
+    for target in config.targets:
+        y, _ = target_vector(frame.meta, target)
+        kind = "regression" if target == "age" else "classification"
+        for label, name, etiv in _variants(config, target):
+            build = _model_factory(target, name, etiv, config.seed, device)
+            space = search_space(name, target)
+            inner = inner_splits(
+                "kfold",
+                frame.meta,
+                all_idx,
+                folds=config.tuning.inner_folds,
+                seed=stable_seed(config.seed, "final-inner", target, label),
+                stratify=None if target == "age" else y.astype(int),
+            )
+            result = tune(
+                build,
+                space,
+                X,
+                y,
+                inner,
+                kind=kind,
+                trials=config.tuning.trials,
+                timeout=config.tuning.timeout,
+                seed=stable_seed(config.seed, "final-tpe", target, label),
+                storage_path=run_dir / "studies" / f"{target}-{label}-final.journal",
+                study_name=f"{target}-{label}-final",
+                pruning=config.tuning.pruning,
+            )
+            model = build(result.params).fit(X, y)
+            sidecar: dict[str, Any] = {
+                "target": target,
+                "model": label,
+                "params": result.params,
+                "etiv_adjusted": etiv,
+                "atlases": atlases,
+                "software_versions": versions,
+                "training_data_hash": frame.data_hash(),
+                "n_training_scans": len(y),
+                "site_covariates": [c for c in X.columns if c.startswith(SITE_PREFIX)],
+                "feature_transforms": {
+                    "log_volumes": config.features.log_volumes,
+                    "relative_thickness": config.features.relative_thickness,
+                },
+            }
+            if target == "age":
+                corrector = AgeBiasCorrector().fit(y, result.oof)
+                sidecar["bias_correction"] = corrector.to_dict()
+            stem = models_dir / f"{target}-{label}"
+            files = save_model(model, stem, sidecar=sidecar)
+            out[f"{target}/{label}"] = {
+                "files": [str(f.relative_to(run_dir)) for f in files],
+                "params": result.params,
+            }
+    return out

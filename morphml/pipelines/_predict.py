@@ -1,0 +1,98 @@
+"""``morphml predict``: apply a run's final models to scans in the database."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from morphml.config import CohortSpec, parse_config
+from morphml.exceptions import ConfigError
+from morphml.features import SITE_PREFIX, load_frame
+
+__all__ = ["predict_run"]
+
+
+def predict_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    db: str | os.PathLike[str] | None = None,
+    source: str | None = None,
+    out: str | os.PathLike[str],
+) -> pd.DataFrame:
+    """Predict age and sex for scans with every final model of a run.
+
+    The scans' features must be exactly the ones the models were trained on (a missing or
+    extra feature is refused with the lists); a site the models never saw is refused unless
+    the run's config says ``new_sites: ignore_site``.
+    """
+    from morphml.models import AgeBiasCorrector, load_model
+
+    run = Path(run_dir)
+    manifest_path = run / "manifest.json"
+    if not manifest_path.exists():
+        raise ConfigError(f"{run}: not a morphml run directory (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text())
+    config = parse_config(yaml.safe_load((run / "config.yaml").read_text()), source=str(run))
+    cohort = CohortSpec(sources=[source] if source else None, first_session_only=False)
+    features = config.features.model_copy(update={"max_missing": 1.0, "site_covariates": False})
+    frame = load_frame(db, cohort, features)
+    trained = list(manifest["feature_ids"])
+    have = list(frame.feature_ids)
+    missing = [f for f in trained if f not in set(have)]
+    if missing:
+        raise ConfigError(
+            f"the scans lack {len(missing)} features the models were trained on "
+            f"(first: {missing[:5]}); ingest the same atlases and software outputs"
+        )
+    absent = frame.X[trained].isna().any(axis=1)
+    if absent.any():
+        raise ConfigError(
+            f"{int(absent.sum())} scans miss some trained features "
+            f"(e.g. scan {frame.X.index[absent.to_numpy()][0]}); restrict --source"
+        )
+    X = frame.X[trained].copy()
+    site_cols = list(manifest.get("site_covariates", []))
+    known_sites = {c[len(SITE_PREFIX) :] for c in site_cols}
+    sites = frame.meta["site"].fillna("unknown").astype(str)
+    unseen = sorted(set(sites) - known_sites) if site_cols else []
+    if unseen and config.new_sites == "refuse":
+        raise ConfigError(
+            f"sites {unseen} were never seen in training; the models' site terms do not apply. "
+            "Set new_sites: ignore_site in the run's config to predict without them"
+        )
+    for col in site_cols:
+        X[col] = (sites == col[len(SITE_PREFIX) :]).astype(np.float64)
+    rows: list[pd.DataFrame] = []
+    for key in manifest["final_models"]:
+        target, label = key.split("/", 1)
+        stem = run / "models" / f"{target}-{label}"
+        model, sidecar = load_model(stem)
+        columns = list(getattr(model, "feature_names_in_", X.columns))
+        Xm = X[columns]
+        out_frame = pd.DataFrame(
+            {"scan_key": X.index, "target": target, "model": label, "site": sites.to_numpy()}
+        )
+        if target == "age":
+            pred = np.asarray(model.predict(Xm), dtype=np.float64)
+            out_frame["y_pred"] = pred
+            age = frame.meta["age"].to_numpy(dtype=np.float64)
+            corrector = AgeBiasCorrector.from_dict(sidecar["bias_correction"])
+            corrected = np.full(len(pred), np.nan)
+            known = ~np.isnan(age)
+            if known.any():
+                corrected[known] = corrector.transform(age[known], pred[known])
+            out_frame["y_pred_corrected"] = corrected
+            out_frame["age"] = age
+        else:
+            out_frame["y_pred"] = np.asarray(model.predict_proba(Xm))[:, 1]
+        rows.append(out_frame)
+    result = pd.concat(rows, ignore_index=True)
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    result.to_parquet(out_path, index=False)
+    return result
