@@ -141,6 +141,24 @@ def _check_config(config: PretrainConfig, frame: FeatureFrame) -> None:
             f"{n_subjects} subjects are too few for {config.validation.folds}-fold validation "
             f"(need at least {config.validation.folds * 2})"
         )
+    for target in config.targets:
+        y, _ = target_vector(frame.meta, target)
+        stratify = None if target == "age" else _sex_site_labels(frame.meta, y)
+        for scheme in config.validation.schemes:
+            if scheme == "external":
+                continue
+            try:
+                outer_splits(
+                    scheme, frame.meta, folds=config.validation.folds, seed=config.seed,
+                    stratify=stratify,
+                )  # fmt: skip
+            except ValueError as err:
+                if isinstance(err, ConfigError):
+                    raise
+                raise ConfigError(
+                    f"too few scans for {config.validation.folds}-fold {scheme} validation of "
+                    f"{target} (each fold needs scans of every site and class): {err}"
+                ) from None
     if "external" in config.validation.schemes:
         ext = config.validation.external_source
         if ext is None or ext not in set(frame.meta["source"]):
