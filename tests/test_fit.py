@@ -228,3 +228,25 @@ def test_test_fold_values_never_reach_scaling_or_bias_correction(
     row_b = moved[moved["scan_key"] == X.index[first]]
     assert row_a["y_pred"].item() == row_b["y_pred"].item()
     assert row_a["y_pred_corrected"].item() == row_b["y_pred_corrected"].item()
+
+
+def test_predict_refuses_missing_features(small_db: Path, tmp_path: Path) -> None:
+    import shutil
+
+    db = tmp_path / "db.duckdb"
+    shutil.copy(small_db, db)
+    key = small_db.parent / "key"
+    synthetic_table(tmp_path / "thin.csv", 20, ["A"], seed=5)
+    thin = pd.read_csv(tmp_path / "thin.csv").drop(
+        columns=["lh_cuneus_thickness", "Left-Thalamus"]
+    )
+    thin["sub_id"] = [f"T{i}" for i in range(len(thin))]
+    thin.to_csv(tmp_path / "thin.csv", index=False)
+    (tmp_path / "map.yaml").write_text(MAP)
+    ingest([tmp_path / "thin.csv"], column_map=tmp_path / "map.yaml", source="thin", db=db,
+           key_file=key)  # fmt: skip
+    cfg = parse_config(config(validation={"schemes": ["kfold"], "folds": 3, "bootstrap": 200}))
+    fit_pretrain(cfg, db=db, out=tmp_path / "run")
+    with pytest.raises(ConfigError, match="lack 2 features") as info:
+        predict_run(tmp_path / "run", db=db, source="thin", out=tmp_path / "p.parquet")
+    assert "aparc.lh.cuneus.thickness" in str(info.value)
