@@ -14,9 +14,9 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from morphml._utils import read_yaml
 from morphml.exceptions import ConfigError
 
 __all__ = [
@@ -188,16 +188,7 @@ def parse_config(data: Any, *, source: str = "config") -> PretrainConfig:
 def load_config(path: str | os.PathLike[str]) -> PretrainConfig:
     """Read and validate a YAML config file (``yaml.safe_load``)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    data = read_yaml(p, ConfigError, f"{p}: config file not found")
     return parse_config(data, source=str(p))
 
 

@@ -42,7 +42,7 @@ from morphml.exceptions import IngestError, MorphmlError, StatsFileError
 from morphml.io._columnmap import ColumnMap, load_column_map
 from morphml.io._dictionary import parse_feature_id
 from morphml.io._statsfile import feature_layout, read_stats_files
-from morphml.io._subject import find_stats_dir, select_stats_files
+from morphml.io._subject import find_stats_dir, select_stats_files, software_and_version
 from morphml.io._tables import read_wide_table
 
 __all__ = ["IngestSummary", "ingest"]
@@ -144,23 +144,13 @@ def _parse_scan(folder: str) -> tuple[tuple[str, ...], np.ndarray, Any, Any, Any
     layouts: list[tuple[str, ...]] = []
     values: list[np.ndarray] = []
     files = []
-    softwares: Counter[str] = Counter()
-    versions: Counter[str] = Counter()
     for sf in parsed:
         file_ids, take = feature_layout(sf)
         if file_ids:
             layouts.append(file_ids)
-            if sf.measures:
-                flat = np.concatenate([sf.values.ravel(), [m.value for m in sf.measures]])
-            else:
-                flat = sf.values.ravel()
-            values.append(flat[take])
+            values.append(sf.flat_values()[take])
         else:
             skipped[f"stats/{sf.name}"] = "no features (parsed, not part of the dictionary)"
-        if sf.software != "unknown":
-            softwares[sf.software] += 1
-        if sf.version != "unknown":
-            versions[sf.version] += 1
         files.append(
             (
                 f"stats/{sf.name}",
@@ -171,15 +161,10 @@ def _parse_scan(folder: str) -> tuple[tuple[str, ...], np.ndarray, Any, Any, Any
                 sf.content_hash,
             )
         )
-    software = "FastSurfer" if "FastSurfer" in softwares else ("FreeSurfer" if softwares else "")
-    if software == "FastSurfer":
-        fs_versions = Counter(f[4] for f in files if f[3] == "FastSurfer" and f[4] != "unknown")
-        version = fs_versions.most_common(1)[0][0] if fs_versions else "unknown"
-    else:
-        version = versions.most_common(1)[0][0] if versions else "unknown"
+    software, version = software_and_version((sf.software, sf.version) for sf in parsed)
     ids, take = _merge_layout(tuple(layouts))
     array = np.concatenate(values)[take] if values else np.empty(0)
-    return ids, array, software or "unknown", version, files, skipped
+    return ids, array, software, version, files, skipped
 
 
 def _parse_chunk(
@@ -297,28 +282,27 @@ def ingest(
     found = discover([Path(p) for p in paths])
     cmap = _column_map(column_map, found)
     part_path = Path(participants) if participants is not None else found.participants
-    if part_path is not None and cmap is None:
-        raise IngestError(
-            f"{part_path.name}: a participants file needs a column map (--map MAP.yaml) that "
-            "names the id, age and sex columns and states the sex coding"
-        )
-    if found.tables and cmap is None:
-        raise IngestError(
-            f"{found.tables[0].name}: a table needs a column map (--map MAP.yaml) naming its id "
-            "column and the sex coding"
-        )
     summary = IngestSummary(source=source, ingest_id=0)
     for reason, count in found.skipped.items():
         summary.skipped[reason] += count
     scans = _plan_scans(found, source, key)
     errors: list[tuple[str | None, str | None, int | None, str]] = []
     if found.tables:
-        assert cmap is not None
+        if cmap is None:
+            raise IngestError(
+                f"{found.tables[0].name}: a table needs a column map (--map MAP.yaml) naming "
+                "its id column and the sex coding"
+            )
         scans.extend(_table_scans(found.tables, cmap, source, key))
     _check_duplicates(scans)
-    if part_path is not None and found.scans:
-        assert cmap is not None
-        _attach_participants(scans, part_path, cmap, on_error, errors, summary)
+    if part_path is not None:
+        if cmap is None:
+            raise IngestError(
+                f"{part_path.name}: a participants file needs a column map (--map MAP.yaml) "
+                "that names the id, age and sex columns and states the sex coding"
+            )
+        if found.scans:
+            _attach_participants(scans, part_path, cmap, on_error, errors, summary)
     with connect(db, create=True) as con:
         check_key(con, key)
         _check_withdrawn(con, key, scans, allow_reenrol)

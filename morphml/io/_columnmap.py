@@ -24,7 +24,6 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, Union
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -34,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from morphml._utils import read_yaml
 from morphml.exceptions import ColumnMapError, FeatureIdError
 from morphml.io._dictionary import parse_feature_id
 
@@ -343,19 +343,7 @@ def load_column_map(path: str | Path) -> ColumnMap:
     'sub_id'
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ColumnMapError(f"column map {path} does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise ColumnMapError(f"{path}: not UTF-8 text ({exc.reason})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ColumnMapError(f"{path}{where}: not valid YAML ({problem})") from None
+    data = read_yaml(path, ColumnMapError, f"column map {path} does not exist")
     if data is None:
         raise ColumnMapError(f"{path}: the column map is empty; it needs at least 'id' and a site")
     return ColumnMap.from_dict(data, source=str(path))

@@ -181,6 +181,13 @@ class StatsFile:
             ) from None
         return self.values[:, j]
 
+    def flat_values(self) -> np.ndarray:
+        """``values.ravel()`` followed by the ``# Measure`` values: what
+        :func:`feature_layout`'s ``take`` indexes."""
+        if not self.measures:
+            return self.values.ravel()
+        return np.concatenate([self.values.ravel(), [m.value for m in self.measures]])
+
     def features(self) -> dict[str, float]:
         """Canonical feature id -> value for everything this file contributes.
 
@@ -799,8 +806,7 @@ _SURFACE_HEMI_MEASURES = frozenset({"NumVert", "WhiteSurfArea", "MeanThickness",
 
 def _features_of(sf: StatsFile) -> dict[str, float]:
     ids, take = feature_layout(sf)
-    flat = np.concatenate([sf.values.ravel(), [m.value for m in sf.measures]])
-    return dict(zip(ids, flat[take].tolist(), strict=True))
+    return dict(zip(ids, sf.flat_values()[take].tolist(), strict=True))
 
 
 def feature_layout(sf: StatsFile) -> tuple[tuple[str, ...], np.ndarray]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +22,7 @@ __all__ = [
     "find_stats_dir",
     "read_subject",
     "select_stats_files",
+    "software_and_version",
 ]
 
 
@@ -170,12 +171,27 @@ def read_subject(path: str | os.PathLike[str]) -> SubjectRecord:
     return _combine(parsed, skipped)
 
 
+def software_and_version(files: Iterable[tuple[str, str]]) -> tuple[str, str]:
+    """The software and version of a scan from its files' (software, version) pairs.
+
+    FastSurfer wins when any file is FastSurfer's (its surface files are FreeSurfer's own
+    programs), with the most common FastSurfer version; otherwise FreeSurfer with the most
+    common known version.
+    """
+    pairs = [(s, v) for s, v in files if s != "unknown"]
+    if any(s == "FastSurfer" for s, _ in pairs):
+        known = Counter(v for s, v in pairs if s == "FastSurfer" and v != "unknown")
+        return "FastSurfer", known.most_common(1)[0][0] if known else "unknown"
+    if not pairs:
+        return "unknown", "unknown"
+    versions = Counter(v for _, v in pairs if v != "unknown")
+    return "FreeSurfer", versions.most_common(1)[0][0] if versions else "unknown"
+
+
 def _combine(parsed: list[StatsFile], skipped: dict[str, str]) -> SubjectRecord:
     features: dict[str, float] = {}
     files: list[FileRecord] = []
     atlases: set[str] = set()
-    softwares: Counter[str] = Counter()
-    versions: Counter[str] = Counter()
     for sf in parsed:
         if sf.atlas in SKIPPED_KINDS:
             skipped[f"stats/{sf.name}"] = SKIPPED_KINDS[sf.atlas]
@@ -187,10 +203,6 @@ def _combine(parsed: list[StatsFile], skipped: dict[str, str]) -> SubjectRecord:
             atlases.add(sf.atlas)
         if any(k.startswith("global.") for k in feats):
             atlases.add("global")
-        if sf.software != "unknown":
-            softwares[sf.software] += 1
-        if sf.version != "unknown":
-            versions[sf.version] += 1
         files.append(
             FileRecord(
                 name=f"stats/{sf.name}",
@@ -203,14 +215,7 @@ def _combine(parsed: list[StatsFile], skipped: dict[str, str]) -> SubjectRecord:
                 n_features=len(feats),
             )
         )
-    if "FastSurfer" in softwares:
-        software = "FastSurfer"
-        fs_versions = [f.version for f in files if f.software == "FastSurfer"]
-        known = [v for v in fs_versions if v != "unknown"]
-        version = Counter(known).most_common(1)[0][0] if known else "unknown"
-    else:
-        software = "FreeSurfer" if softwares else "unknown"
-        version = versions.most_common(1)[0][0] if versions else "unknown"
+    software, version = software_and_version((f.software, f.version) for f in files)
     return SubjectRecord(
         features=features,
         software=software,

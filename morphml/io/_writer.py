@@ -1358,7 +1358,9 @@ _TYPICAL_ASEG = {
     "Cerebral-White-Matter": 235000.0,
     "UnsegmentedWhiteMatter": 30000.0,
 }
-_VENTRICLES = (
+#: aseg structures (without Left-/Right-) summed into ventricle and subcortical-grey volumes;
+#: the simulator reuses them
+VENTRICLES = (
     "Lateral-Ventricle",
     "Inf-Lat-Vent",
     "3rd-Ventricle",
@@ -1366,7 +1368,7 @@ _VENTRICLES = (
     "5th-Ventricle",
     "choroid-plexus",
 )
-_SUBCORTICAL_GRAY = (
+SUBCORTICAL_GRAY = (
     "Thalamus",
     "Caudate",
     "Putamen",
@@ -1584,8 +1586,8 @@ def _example_globals(
     def total(structures: Sequence[str]) -> float:
         return sum(v for r, v in aseg.items() if _structure(r) in structures)
 
-    ventricles = total(_VENTRICLES) or rng.uniform(12000.0, 30000.0)
-    subcortical = total(_SUBCORTICAL_GRAY) or rng.uniform(55000.0, 65000.0)
+    ventricles = total(VENTRICLES) or rng.uniform(12000.0, 30000.0)
+    subcortical = total(SUBCORTICAL_GRAY) or rng.uniform(55000.0, 65000.0)
     cerebellum = total(("Cerebellum-Cortex", "Cerebellum-White-Matter")) or 130000.0
     brainstem = total(("Brain-Stem",)) or 21000.0
     gray = g[_gid("na", "CortexVol")] + subcortical + total(("Cerebellum-Cortex",))

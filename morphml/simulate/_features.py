@@ -60,6 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from morphml.io import known_regions
+from morphml.io._writer import SUBCORTICAL_GRAY, VENTRICLES
 from morphml.simulate._calibration import Calibration, design_matrix
 from morphml.simulate._template import template
 
@@ -89,24 +90,6 @@ EMPTY_ASEG = (
     "non-WM-hypointensities",
     "Left-non-WM-hypointensities",
     "Right-non-WM-hypointensities",
-)
-_VENTRICLES = (
-    "Lateral-Ventricle",
-    "Inf-Lat-Vent",
-    "3rd-Ventricle",
-    "4th-Ventricle",
-    "5th-Ventricle",
-    "choroid-plexus",
-)
-_SUBCORTICAL_GRAY = (
-    "Thalamus",
-    "Caudate",
-    "Putamen",
-    "Pallidum",
-    "Hippocampus",
-    "Amygdala",
-    "Accumbens-area",
-    "VentralDC",
 )
 #: globals that FreeSurfer 8's aseg changes
 _FS8_GLOBALS = (
@@ -665,8 +648,8 @@ class _Derived:
                     out = out + values
             return out
 
-        ventricles = total(_VENTRICLES)
-        subcortical = total(_SUBCORTICAL_GRAY)
+        ventricles = total(VENTRICLES)
+        subcortical = total(SUBCORTICAL_GRAY)
         cerebellum = total(("Cerebellum-Cortex", "Cerebellum-White-Matter"))
         brainstem = total(("Brain-Stem",))
         gray = g["global.na.CortexVol.volume"] + subcortical + total(("Cerebellum-Cortex",))
