@@ -9,38 +9,16 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
+from morphml._utils._cli import UsageError, friendly
 from morphml._version import __version__
-from morphml.exceptions import MorphmlError
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class _UsageError(MorphmlError, ValueError):
-    """A command's arguments cannot be used (shown in one line)."""
-
-
-def _friendly(func: F) -> F:
-    """Turn morphml errors into one line on stderr and exit status 2."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = click.get_current_context()
-        try:
-            return func(*args, **kwargs)
-        except MorphmlError as err:
-            if ctx.find_root().params.get("debug"):
-                raise
-            click.echo(f"morphml: error: {err}", err=True)
-            ctx.exit(2)
-
-    return wrapper  # type: ignore[return-value]
+_UsageError = UsageError
+_friendly = friendly
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -388,6 +366,11 @@ def predict(run_dir: Path, db: Path | None, source: str | None, out: Path) -> No
 
     result = predict_run(run_dir, db=db, source=source, out=out)
     click.echo(f"wrote {len(result)} predictions to {out}")
+
+
+# Commands defined in their own modules (one import + add_command each; keep sorted).
+# --- command registry ---
+# --- end of command registry ---
 
 
 def main(argv: list[str] | None = None) -> None:

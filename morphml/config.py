@@ -22,6 +22,7 @@ from morphml.exceptions import ConfigError
 __all__ = [
     "CohortSpec",
     "FeatureSpec",
+    "HarmonizeSpec",
     "PretrainConfig",
     "QCSpec",
     "TuningSpec",
@@ -104,6 +105,26 @@ class ValidationSpec(_Strict):
     bootstrap: int = Field(default=1000, ge=100)
 
 
+class HarmonizeSpec(_Strict):
+    """Site harmonisation fitted inside the training folds (``method: none`` to switch off)."""
+
+    method: Literal["none", "combat"] = "none"
+    #: the batch variable (a scan column such as ``site``)
+    batch: str = "site"
+    #: covariates whose effects ComBat preserves (``age`` gets a spline basis)
+    covariates: list[str] = Field(default_factory=lambda: ["age", "sex"])
+    #: empirical-Bayes priors: parametric (Johnson et al. 2007) or non-parametric
+    parametric: bool = True
+    #: degrees of freedom of the natural-spline basis of age (ComBat-GAM style; 1 = linear)
+    age_spline_df: int = Field(default=4, ge=1, le=10)
+    #: harmonise every site to this one instead of the pooled grand mean
+    reference_site: str | None = None
+    #: sites never seen in training: refuse, or adapt from the new site's own controls
+    new_sites: Literal["refuse", "adapt"] = "refuse"
+    #: allow the outcome among the covariates (the report then warns of leakage)
+    allow_outcome_covariate: bool = False
+
+
 class PretrainConfig(_Strict):
     """``kind: pretrain``: brain-age and sex models on the pooled database."""
 
@@ -118,6 +139,7 @@ class PretrainConfig(_Strict):
             {"age": ["ridge", "xgboost"], "sex": ["logistic", "xgboost"]}
         )
     )
+    harmonize: HarmonizeSpec = Field(default_factory=HarmonizeSpec)
     tuning: TuningSpec = Field(default_factory=TuningSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
     seed: int = 0
