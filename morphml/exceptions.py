@@ -131,3 +131,27 @@ class ModelFileError(MorphmlError, ValueError):
 
 class UntrustedModelError(ModelFileError):
     """A skops file holds a type outside morphml's allow-list."""
+
+
+class HarmonizationError(MorphmlError, ValueError):
+    """Site harmonisation cannot be fitted or applied (unseen site, missing covariate...)."""
+
+
+class QCError(MorphmlError, ValueError):
+    """Quality control cannot run (no scans, unknown flag name, bad threshold)."""
+
+
+class TransferError(MorphmlError, ValueError):
+    """A transfer run cannot use its pretrain run or target cohort."""
+
+
+class ReportError(MorphmlError, ValueError):
+    """A run directory cannot be summarised or rendered."""
+
+
+class AuditError(MorphmlError, ValueError):
+    """An audit cannot run (no manifest, unreadable run directory)."""
+
+
+class ProcessingError(MorphmlError, RuntimeError):
+    """Image processing cannot be planned or run (no T1w, engine missing, bad runner)."""

@@ -59,6 +59,17 @@ class FeatureFrame:
         digest.update(np.ascontiguousarray(self.X.to_numpy(dtype="<f8")).tobytes())
         return digest.hexdigest()
 
+    def scan_hashes(self) -> dict[str, str]:
+        """Per-scan SHA-256 (16 hex digits) of its row: audits name the scans that changed."""
+        cols = "\x1f".join(self.X.columns).encode()
+        values = np.ascontiguousarray(self.X.to_numpy(dtype="<f8"))
+        out = {}
+        for key, row in zip(self.X.index, values, strict=True):
+            digest = hashlib.sha256(cols)
+            digest.update(row.tobytes())
+            out[str(key)] = digest.hexdigest()[:16]
+        return out
+
     def subset(self, mask: np.ndarray | pd.Series) -> FeatureFrame:
         keep = np.asarray(mask, dtype=bool)
         return FeatureFrame(self.X.loc[keep], self.meta.loc[keep])

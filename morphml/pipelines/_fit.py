@@ -256,6 +256,7 @@ def fit_pretrain(
         "feature_ids": frame.feature_ids,
         "site_covariates": [c for c in X.columns if c.startswith(SITE_PREFIX)],
         "scan_keys": list(frame.X.index),
+        "scan_hashes": frame.scan_hashes(),
         "cohort": describe(frame),
         "tuning": tuned,
         "final_models": final,
