@@ -174,6 +174,7 @@ def fit_pretrain(
     db: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str],
     resume: bool = True,
+    record: bool = True,
 ) -> RunResult:
     """Run a pretraining config and write its run directory.
 
@@ -184,6 +185,8 @@ def fit_pretrain(
         The database (``MORPHML_DB`` / ``morphml.duckdb`` by default).
     out : path-like
         The run directory; an interrupted run in it is resumed when ``resume``.
+    record : bool, default True
+        Record the run and its scans in the database's ``runs`` table.
     """
     from morphml.models import resolve_device
 
@@ -263,8 +266,9 @@ def fit_pretrain(
         "git_commit": _git_commit(),
     }
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    with connect(db) as con:
-        record_run(con, run_id, "pretrain", config_hash(config), list(frame.X.index))
+    if record:  # audits re-fit with record=False: the database is only read
+        with connect(db) as con:
+            record_run(con, run_id, "pretrain", config_hash(config), list(frame.X.index))
     return RunResult(run_dir, run_id, metrics)
 
 
