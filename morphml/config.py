@@ -24,7 +24,10 @@ __all__ = [
     "FeatureSpec",
     "HarmonizeSpec",
     "PretrainConfig",
+    "ProtocolSpec",
     "QCSpec",
+    "TargetSpec",
+    "TransferConfig",
     "TuningSpec",
     "ValidationSpec",
     "config_hash",
@@ -146,6 +149,9 @@ class PretrainConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: how predict treats sites the models never saw: refuse, or predict without site terms
     new_sites: Literal["refuse", "ignore_site"] = "refuse"
+    #: ``morphml audit``: absolute and relative tolerance for re-fit results when package
+    #: versions, platform or device differ from the run's (same versions on CPU: exact)
+    audit_tolerance: float = Field(default=0.0, ge=0.0)
 
     @field_validator("models")
     @classmethod
@@ -163,7 +169,91 @@ class PretrainConfig(_Strict):
         return value
 
 
-_KINDS: dict[str, type[_Strict]] = {"pretrain": PretrainConfig}
+Representation = Literal[
+    "raw",
+    "brain_age_gap",
+    "sex_score",
+    "leaf_embedding",
+    "warm_start",
+    "warm_start_base_margin",
+    "normative_z",
+    "linear_projection",
+    "stacked",
+]
+
+
+class TargetSpec(_Strict):
+    """The small sample's outcome: a phenotype of the database."""
+
+    #: phenotype name (e.g. diagnosis, response, a symptom scale)
+    name: str
+    type: Literal["binary", "continuous"] = "binary"
+    #: binary: the label of the positive class (e.g. schizophrenia, responder)
+    positive: str | None = None
+    #: phenotype -> values marking the controls whose scans adapt a new site (binary targets:
+    #: the non-positive class when left empty; continuous targets: every training scan)
+    controls: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class ProtocolSpec(_Strict):
+    """Repeated stratified nested cross-validation on the small sample."""
+
+    folds: int = Field(default=5, ge=2)
+    repeats: int = Field(default=20, ge=1)
+    #: training-set sizes of the learning curve ("all" = the whole training fold)
+    train_sizes: list[int | Literal["all"]] = Field(
+        default_factory=lambda: list[int | Literal["all"]]([20, 40, 80, "all"])
+    )
+    inner_folds: int = Field(default=3, ge=2)
+    #: label permutations for the selected representation's p-value (0: none)
+    permutations: int = Field(default=200, ge=0)
+    #: repeats of the k-fold run per permutation (and for the observed score it is compared with)
+    permutation_repeats: int = Field(default=1, ge=1)
+    #: parallel worker threads for the comparison
+    n_jobs: int = Field(default=1, ge=1)
+
+
+class TransferConfig(_Strict):
+    """``kind: transfer``: small-sample models compared with and without pretraining."""
+
+    kind: Literal["transfer"]
+    name: str = "transfer"
+    #: the pretrain run directory (``morphml fit --pretrained`` overrides it)
+    pretrained: str | None = None
+    cohort: CohortSpec = Field(default_factory=CohortSpec)
+    target: TargetSpec
+    #: covariates every representation carries: age, sex, site
+    covariates: list[Literal["age", "sex", "site"]] = Field(
+        default_factory=lambda: list[Literal["age", "sex", "site"]](["age", "sex"])
+    )
+    #: target sites the pretraining never saw: refuse, or adapt from their controls
+    harmonize: HarmonizeSpec = Field(
+        default_factory=lambda: HarmonizeSpec(method="none", new_sites="adapt")
+    )
+    representations: list[Representation] = Field(
+        default_factory=lambda: list[Representation](
+            [
+                "raw", "brain_age_gap", "sex_score", "leaf_embedding", "warm_start",
+                "warm_start_base_margin", "normative_z", "linear_projection", "stacked",
+            ]
+        )
+    )  # fmt: skip
+    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+    #: principal components of the pretraining cohort in linear_projection
+    components: int = Field(default=10, ge=0)
+    seed: int = 0
+
+    @field_validator("representations")
+    @classmethod
+    def _raw_first(cls, value: list[str]) -> list[str]:
+        if "raw" not in value:
+            raise ValueError(
+                "representations must include 'raw' (every result is compared with it)"
+            )
+        return ["raw", *[v for v in dict.fromkeys(value) if v != "raw"]]
+
+
+_KINDS: dict[str, type[_Strict]] = {"pretrain": PretrainConfig, "transfer": TransferConfig}
 
 
 def _closest_key(model: type[BaseModel], loc: tuple[Any, ...], key: str) -> str | None:
@@ -184,7 +274,7 @@ def _closest_key(model: type[BaseModel], loc: tuple[Any, ...], key: str) -> str 
     return close[0] if close else None
 
 
-def parse_config(data: Any, *, source: str = "config") -> PretrainConfig:
+def parse_config(data: Any, *, source: str = "config") -> PretrainConfig | TransferConfig:
     """Validate a config mapping (as loaded from YAML)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of keys, got {type(data).__name__}")
@@ -207,7 +297,7 @@ def parse_config(data: Any, *, source: str = "config") -> PretrainConfig:
         raise ConfigError(f"{source}: {path}: {first['msg']}") from None
 
 
-def load_config(path: str | os.PathLike[str]) -> PretrainConfig:
+def load_config(path: str | os.PathLike[str]) -> PretrainConfig | TransferConfig:
     """Read and validate a YAML config file (``yaml.safe_load``)."""
     p = Path(path)
     data = read_yaml(p, ConfigError, f"{p}: config file not found")

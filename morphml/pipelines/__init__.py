@@ -2,5 +2,13 @@
 
 from morphml.pipelines._fit import RunResult, fit_pretrain, package_versions
 from morphml.pipelines._predict import predict_run
+from morphml.pipelines._transfer import TransferResult, fit_transfer
 
-__all__ = ["RunResult", "fit_pretrain", "package_versions", "predict_run"]
+__all__ = [
+    "RunResult",
+    "TransferResult",
+    "fit_pretrain",
+    "fit_transfer",
+    "package_versions",
+    "predict_run",
+]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from morphml.config import CohortSpec, parse_config
+from morphml.config import CohortSpec, PretrainConfig, parse_config
 from morphml.exceptions import ConfigError
 from morphml.features import SITE_PREFIX, load_frame
 
@@ -38,6 +38,10 @@ def predict_run(
         raise ConfigError(f"{run}: not a morphml run directory (no manifest.json)")
     manifest = json.loads(manifest_path.read_text())
     config = parse_config(yaml.safe_load((run / "config.yaml").read_text()), source=str(run))
+    if not isinstance(config, PretrainConfig):
+        raise ConfigError(
+            f"{run}: a {config.kind} run; morphml predict takes a pretrain run's models"
+        )
     cohort = CohortSpec(sources=[source] if source else None, first_session_only=False)
     features = config.features.model_copy(update={"max_missing": 1.0, "site_covariates": False})
     frame = load_frame(db, cohort, features)

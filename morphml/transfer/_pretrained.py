@@ -1,0 +1,155 @@
+"""A pretrain run opened for transfer: its final models, feature space and training cohort."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from morphml.config import PretrainConfig, parse_config
+from morphml.exceptions import TransferError
+from morphml.features import SITE_PREFIX, FeatureFrame, load_frame
+
+__all__ = ["META_PREFIX", "PretrainedModel", "PretrainedRun", "meta_columns"]
+
+#: prefix of the columns that carry a scan's covariates next to its features
+META_PREFIX = "meta:"
+
+
+def meta_columns(meta: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """``meta:<name>`` columns (age, sex, site, control...) for the given scans."""
+    out = pd.DataFrame(index=meta.index)
+    for name in names:
+        out[f"{META_PREFIX}{name}"] = meta[name].to_numpy()
+    return out
+
+
+@dataclass
+class PretrainedModel:
+    """One final model of a pretrain run and what its sidecar says about it."""
+
+    key: str
+    model: Any
+    sidecar: dict[str, Any]
+
+    @property
+    def columns(self) -> list[str]:
+        return list(getattr(self.model, "feature_names_in_", self.sidecar.get("feature_ids", [])))
+
+    def frame(self, X: pd.DataFrame) -> pd.DataFrame:
+        """The model's input for scans of a site it never saw: site indicators all zero."""
+        out = pd.DataFrame(index=X.index)
+        for col in self.columns:
+            out[col] = 0.0 if col.startswith(SITE_PREFIX) else X[col].to_numpy(np.float64)
+        return out
+
+    def score(self, X: pd.DataFrame) -> np.ndarray:
+        """Predicted age (years), or the sex logit for a classifier."""
+        Xm = self.frame(X)
+        if self.sidecar.get("target") == "sex":
+            proba = np.asarray(self.model.predict_proba(Xm))[:, 1]
+            proba = np.clip(proba, 1e-9, 1 - 1e-9)
+            return np.log(proba / (1 - proba))
+        return np.asarray(self.model.predict(Xm), dtype=np.float64)
+
+    def booster_parts(self) -> tuple[Any, Any]:
+        """``(preprocessing, XGBoost estimator)``; preprocessing may be None."""
+        from sklearn.compose import TransformedTargetRegressor
+        from sklearn.pipeline import Pipeline
+
+        model = self.model
+        final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+        inner = final.regressor_ if isinstance(final, TransformedTargetRegressor) else final
+        if not hasattr(inner, "get_booster"):
+            raise TransferError(f"pretrained model {self.key} is not an XGBoost model")
+        front = Pipeline(model.steps[:-1]) if isinstance(model, Pipeline) else None
+        return front, inner
+
+    def booster_input(self, X: pd.DataFrame) -> Any:
+        front, _ = self.booster_parts()
+        Xm = self.frame(X)
+        return front.transform(Xm) if front is not None else Xm
+
+    def leaves(self, X: pd.DataFrame) -> np.ndarray:
+        """Leaf index of every tree for every scan (n_scans, n_trees)."""
+        _, inner = self.booster_parts()
+        return np.asarray(inner.apply(self.booster_input(X)), dtype=np.int64)
+
+    def margin(self, X: pd.DataFrame) -> np.ndarray:
+        """The booster's raw output (log-age for age models, the logit for sex models)."""
+        _, inner = self.booster_parts()
+        return np.asarray(inner.predict(self.booster_input(X), output_margin=True), np.float64)
+
+
+@dataclass
+class PretrainedRun:
+    """A pretrain run directory, opened read-only."""
+
+    run_dir: Path
+    run_id: str
+    config: PretrainConfig
+    manifest: dict[str, Any]
+    models: dict[str, PretrainedModel] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike[str]) -> PretrainedRun:
+        """Open a run directory written by ``morphml fit`` with a ``kind: pretrain`` config."""
+        from morphml.models import load_model
+
+        path = Path(run_dir)
+        manifest_path = path / "manifest.json"
+        if not manifest_path.is_file():
+            raise TransferError(
+                f"{path}: not a morphml run directory (no manifest.json); give the directory "
+                "a 'morphml fit' of a kind: pretrain config wrote"
+            )
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("kind") != "pretrain":
+            raise TransferError(
+                f"{path}: a {manifest.get('kind')!r} run; transfer needs a pretrain run"
+            )
+        config = parse_config(yaml.safe_load((path / "config.yaml").read_text()), source=str(path))
+        if not isinstance(config, PretrainConfig):  # pragma: no cover - kind checked above
+            raise TransferError(f"{path}: config.yaml is not a pretrain config")
+        models = {}
+        for key in manifest.get("final_models", {}):
+            target, label = key.split("/", 1)
+            model, sidecar = load_model(path / "models" / f"{target}-{label}")
+            models[key] = PretrainedModel(key, model, sidecar)
+        return cls(path, str(manifest["run_id"]), config, manifest, models)
+
+    @property
+    def feature_ids(self) -> list[str]:
+        return list(self.manifest["feature_ids"])
+
+    def get(self, target: str, family: str, *, etiv: bool = False) -> PretrainedModel | None:
+        """The final model of a family (``ridge``, ``xgboost``, ``logistic``...), or None."""
+        label = f"{family}_etiv_adjusted" if etiv else family
+        return self.models.get(f"{target}/{label}")
+
+    def first(self, target: str, families: tuple[str, ...]) -> PretrainedModel | None:
+        for family in families:
+            model = self.get(target, family)
+            if model is not None:
+                return model
+        return None
+
+    def training_frame(self, db: str | os.PathLike[str] | None) -> FeatureFrame:
+        """The scans the run was trained on, as they are in the database now."""
+        features = self.config.features.model_copy(update={"site_covariates": False})
+        frame = load_frame(db, self.config.cohort, features)
+        keep = frame.X.index.isin(self.manifest["scan_keys"])
+        frame = frame.subset(keep)
+        missing = [f for f in self.feature_ids if f not in frame.X.columns]
+        if missing:
+            raise TransferError(
+                f"the pretraining scans in the database lack {len(missing)} of the run's "
+                f"features (first: {missing[:5]})"
+            )
+        return FeatureFrame(frame.X[self.feature_ids], frame.meta)

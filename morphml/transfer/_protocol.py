@@ -1,0 +1,313 @@
+"""The comparison protocol: every representation on identical repeated nested-CV splits.
+
+For each repeat, a stratified k-fold split of the small sample; inside each training fold,
+a learning curve of stratified subsamples (the same subsample for every representation); each
+representation's small model is tuned in inner folds of that subsample only and scored on the
+untouched test fold. Scores per split are summarised with Nadeau & Bengio's corrected
+resampled t interval, and every representation's paired difference from ``raw`` with the same
+test. The chosen representation's score is compared with label permutations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+
+from morphml.evaluation._compare import corrected_resampled_ttest, permutation_p_value
+from morphml.evaluation._tuning import stable_seed
+from morphml.exceptions import TransferError
+
+__all__ = ["Comparison", "Split", "compare_representations", "make_splits"]
+
+Builder = Callable[[int], Any]
+
+
+@dataclass(frozen=True)
+class Split:
+    """One outer split of the protocol: which rows train (after subsampling) and test."""
+
+    repeat: int
+    fold: int
+    size: str
+    train: np.ndarray
+    test: np.ndarray
+
+
+@dataclass
+class Comparison:
+    """What the protocol measured."""
+
+    metrics: dict[str, Any]
+    scores: pd.DataFrame
+    predictions: pd.DataFrame
+    seconds: dict[str, float]
+
+
+def _outer(y: np.ndarray, kind: str, folds: int, seed: int) -> Iterator[tuple[np.ndarray, ...]]:
+    if kind == "classification":
+        return StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y)
+    return KFold(folds, shuffle=True, random_state=seed).split(y)
+
+
+def make_splits(
+    y: np.ndarray,
+    kind: str,
+    *,
+    folds: int,
+    repeats: int,
+    sizes: list[int | str],
+    seed: int,
+) -> list[Split]:
+    """Outer splits of every repeat, and the learning-curve subsamples of each training fold.
+
+    A size larger than a training fold is skipped (the fold's ``all`` covers it).
+    """
+    out = []
+    for r in range(repeats):
+        for k, (train, test) in enumerate(_outer(y, kind, folds, stable_seed(seed, "outer", r))):
+            for size in sizes:
+                if size == "all":
+                    out.append(Split(r, k, "all", np.sort(train), np.sort(test)))
+                    continue
+                n = int(size)
+                if n >= len(train):
+                    continue
+                strat = y[train] if kind == "classification" else None
+                sub, _ = train_test_split(
+                    train, train_size=n, stratify=strat,
+                    random_state=stable_seed(seed, "subsample", r, k, n),
+                )  # fmt: skip
+                out.append(Split(r, k, str(n), np.sort(sub), np.sort(test)))
+    return out
+
+
+def _split_scores(kind: str, y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    if kind == "classification":
+        return {"auc": float(roc_auc_score(y, score))}
+    return {"r2": float(r2_score(y, score)), "mae": float(mean_absolute_error(y, score))}
+
+
+def _run_one(
+    name: str, build: Builder, X: pd.DataFrame, y: np.ndarray, split: Split, kind: str, seed: int
+) -> tuple[str, Split, np.ndarray, float]:
+    import time
+
+    start = time.perf_counter()
+    model = build(stable_seed(seed, "model", name, split.repeat, split.fold, split.size))
+    model.fit(X.iloc[split.train], y[split.train])
+    Xte = X.iloc[split.test]
+    if kind == "classification":
+        score = np.asarray(model.decision_function(Xte), dtype=np.float64)
+    else:
+        score = np.asarray(model.predict(Xte), dtype=np.float64)
+    return name, split, score, time.perf_counter() - start
+
+
+def _summary(values: np.ndarray, n_train: int, n_test: int) -> tuple[float, list[float]]:
+    if len(values) < 2:
+        return float(values.mean()), [float(values.mean())] * 2
+    res = corrected_resampled_ttest(values, n_train=max(n_train, 1), n_test=max(n_test, 1))
+    mean, ci = res["mean"], res["ci"]
+    if not isinstance(mean, float) or not isinstance(ci, list):  # pragma: no cover
+        raise TypeError("unexpected corrected_resampled_ttest result")
+    return mean, [float(v) for v in ci]
+
+
+def compare_representations(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    builders: dict[str, Builder],
+    *,
+    kind: str,
+    folds: int,
+    repeats: int,
+    sizes: list[int | str],
+    seed: int,
+    permutations: int = 0,
+    permutation_repeats: int = 1,
+    n_jobs: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> Comparison:
+    """Run every representation on the same splits and summarise the comparison.
+
+    Parameters
+    ----------
+    X : DataFrame
+        Features and ``meta:`` covariates of the small sample, one row per scan.
+    y : ndarray
+        The outcome (0/1 for classification).
+    builders : dict
+        Representation name -> ``build(seed)`` returning an unfitted model with ``fit`` and
+        ``decision_function`` (classification) or ``predict`` (regression). ``raw`` must be
+        among them.
+    kind : {"classification", "regression"}
+    folds, repeats : int
+        Outer k-fold and its repeats.
+    sizes : list of int or "all"
+        Learning-curve training sizes.
+    seed : int
+    permutations : int
+        Label permutations for the selected representation (0: none).
+    n_jobs : int
+        Worker threads.
+
+    Returns
+    -------
+    Comparison
+    """
+    if "raw" not in builders:
+        raise TransferError("the comparison needs the 'raw' representation")
+    if kind == "classification":
+        counts = np.bincount(y.astype(int), minlength=2)
+        if (counts > 0).sum() < 2:
+            raise TransferError(
+                f"the target has one class only ({int(counts.max())} scans); "
+                "a classifier needs two"
+            )
+        if counts.min() < folds:
+            raise TransferError(
+                f"the rarer class has {int(counts.min())} scans, fewer than protocol.folds = "
+                f"{folds}; lower the folds or add scans"
+            )
+    elif len(y) < 2 * folds:
+        raise TransferError(f"{len(y)} scans are too few for {folds}-fold cross-validation")
+    splits = make_splits(y, kind, folds=folds, repeats=repeats, sizes=sizes, seed=seed)
+    tasks = [(name, build, split) for split in splits for name, build in builders.items()]
+    done = 0
+
+    def tick(result: Any) -> Any:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, len(tasks))
+        return result
+
+    runner = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
+    results = runner(
+        delayed(_run_one)(name, build, X, y, split, kind, seed) for name, build, split in tasks
+    )
+    rows, preds = [], []
+    seconds: dict[str, float] = dict.fromkeys(builders, 0.0)
+    keys = np.asarray(X.index)
+    for name, split, score, took in map(tick, results):
+        seconds[name] += took
+        scores = _split_scores(kind, y[split.test], score)
+        rows.append({
+            "representation": name, "repeat": split.repeat, "fold": split.fold,
+            "n_train": split.size, "n_train_scans": len(split.train),
+            "n_test": len(split.test), **scores,
+        })  # fmt: skip
+        preds.append(pd.DataFrame({
+            "scan_key": keys[split.test], "representation": name, "repeat": split.repeat,
+            "fold": split.fold, "n_train": split.size, "y_true": y[split.test],
+            "score": score,
+        }))  # fmt: skip
+    table = pd.DataFrame(rows)
+    metrics = _summarise(table, kind)
+    if permutations > 0:
+        selected = metrics["selected"]["representation"]
+        metrics["permutation"] = _permutation(
+            X, y, builders[selected], selected, table, kind, folds, permutation_repeats,
+            permutations, seed, n_jobs,
+        )  # fmt: skip
+        metrics["permutation_p"] = metrics["permutation"]["p"]
+    else:
+        metrics["permutation_p"] = None
+    return Comparison(metrics, table, pd.concat(preds, ignore_index=True), seconds)
+
+
+def _summarise(table: pd.DataFrame, kind: str) -> dict[str, Any]:
+    names = list(dict.fromkeys(table["representation"]))
+    score_names = ["auc"] if kind == "classification" else ["r2", "mae"]
+    main = score_names[0]
+    out: dict[str, Any] = {}
+    raw = table[table["representation"] == "raw"].set_index(["repeat", "fold", "n_train"])
+    best: tuple[float, str, str] | None = None
+    for name in names:
+        rep = table[table["representation"] == name]
+        out[name] = {}
+        for size, group in rep.groupby("n_train", sort=False):
+            group = group.set_index(["repeat", "fold", "n_train"])
+            n_train = round(float(group["n_train_scans"].mean()))
+            n_test = round(float(group["n_test"].mean()))
+            cell: dict[str, Any] = {"n_splits": len(group), "n_train_scans": n_train}
+            for metric in score_names:
+                mean, ci = _summary(group[metric].to_numpy(), n_train, n_test)
+                cell[metric], cell[f"{metric}_ci"] = mean, ci
+            paired = group[main] - raw.loc[group.index, main]
+            delta, delta_ci = _summary(paired.to_numpy(), n_train, n_test)
+            cell["delta_vs_raw"], cell["delta_ci"] = delta, delta_ci
+            if len(paired) >= 2 and name != "raw" and np.ptp(paired.to_numpy()) > 0:
+                test = corrected_resampled_ttest(paired.to_numpy(), n_train=n_train, n_test=n_test)
+                cell["delta_p"] = float(test["p"])  # type: ignore[arg-type]
+            else:
+                cell["delta_p"] = None
+            out[name][str(size)] = cell
+            if size == "all":
+                value = cell[main] if main != "mae" else -cell[main]
+                if best is None or value > best[0]:
+                    best = (value, name, "all")
+    if best is None:  # pragma: no cover - "all" is always among the sizes run
+        raise TransferError("no full-size training result to select from")
+    return {
+        "transfer": out,
+        "selected": {
+            "representation": best[1],
+            "n_train": best[2],
+            "metric": main,
+            "rule": f"highest mean {main} at n_train=all (selection is not adjusted for)",
+        },
+    }
+
+
+def _permutation(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    build: Builder,
+    name: str,
+    table: pd.DataFrame,
+    kind: str,
+    folds: int,
+    repeats: int,
+    permutations: int,
+    seed: int,
+    n_jobs: int,
+) -> dict[str, Any]:
+    """The selected representation on permuted labels (same splits as its first repeats)."""
+    metric = "auc" if kind == "classification" else "r2"
+    rep = table[
+        (table["representation"] == name)
+        & (table["n_train"] == "all")
+        & (table["repeat"] < repeats)
+    ]
+    observed = float(rep[metric].mean())
+    rng = np.random.default_rng(stable_seed(seed, "permutation", name))
+    orders = [rng.permutation(len(y)) for _ in range(permutations)]
+
+    def one(p: int) -> float:
+        yp = y[orders[p]]
+        splits = make_splits(yp, kind, folds=folds, repeats=repeats, sizes=["all"], seed=seed)
+        vals = []
+        for split in splits:
+            _, _, score, _ = _run_one(name, build, X, yp, split, kind, seed)
+            vals.append(_split_scores(kind, yp[split.test], score)[metric])
+        return float(np.mean(vals))
+
+    null = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(one)(p) for p in range(permutations))
+    return {
+        "representation": name,
+        "metric": metric,
+        "observed": observed,
+        "null_mean": float(np.mean(null)),
+        "null_sd": float(np.std(null)),
+        "permutations": permutations,
+        "repeats": repeats,
+        "p": permutation_p_value(observed, null),
+    }
