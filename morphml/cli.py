@@ -370,6 +370,9 @@ def predict(run_dir: Path, db: Path | None, source: str | None, out: Path) -> No
 
 # Commands defined in their own modules (one import + add_command each; keep sorted).
 # --- command registry ---
+from morphml.audit._cli import audit as _audit_command  # noqa: E402
+
+cli.add_command(_audit_command)
 # --- end of command registry ---
 
 
