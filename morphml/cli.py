@@ -153,6 +153,7 @@ def example(out: Path, software: str, fs_version: str, seed: int) -> None:
     help="Write original id <-> pseudonym here (for the linkage manager only).",
 )
 @click.option("--allow-reenrol", is_flag=True, help="Accept people who withdrew earlier.")
+@click.option("--scheduler", help="Parse on this Dask scheduler (tcp://host:8786), not --jobs.")
 @_friendly
 def ingest(
     paths: tuple[Path, ...],
@@ -165,6 +166,7 @@ def ingest(
     on_error: str,
     linkage_out: Path | None,
     allow_reenrol: bool,
+    scheduler: str | None,
 ) -> None:
     """Ingest FreeSurfer/FastSurfer folders or tables into the database (one transaction)."""
     from morphml.db import ingest as run_ingest
@@ -181,6 +183,7 @@ def ingest(
         linkage_out=linkage_out,
         allow_reenrol=allow_reenrol,
         progress=True,
+        scheduler=scheduler,
     )
     for line in summary.lines():
         click.echo(line)
@@ -373,6 +376,12 @@ def predict(run_dir: Path, db: Path | None, source: str | None, out: Path) -> No
 from morphml.audit._cli import audit as _audit_command  # noqa: E402
 
 cli.add_command(_audit_command)
+from morphml.process._cli import process_command as _process_command  # noqa: E402
+
+cli.add_command(_process_command)
+from morphml.qc._cli import qc_command as _qc_command  # noqa: E402
+
+cli.add_command(_qc_command)
 # --- end of command registry ---
 
 

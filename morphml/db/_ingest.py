@@ -7,7 +7,8 @@ has been checked:
 2. read the participants file with its column map and match it to the scans;
 3. refuse conflicting duplicate ids, withdrawn people (unless re-enrolment is allowed), and
    scans another source already holds;
-4. parse the stats folders in parallel (``jobs`` processes), streaming compact arrays back;
+4. parse the stats folders in parallel (``jobs`` processes, or the workers of a Dask cluster
+   when ``scheduler`` is given), streaming compact arrays back in order;
 5. write everything inside one DuckDB transaction; any failure rolls it back, so the file is
    exactly as it was before the ingest started (a killed process leaves an uncommitted
    transaction, which DuckDB discards when the file is next opened).
@@ -236,6 +237,7 @@ def ingest(
     linkage_out: str | os.PathLike[str] | None = None,
     allow_reenrol: bool = False,
     progress: bool = False,
+    scheduler: Any = None,
 ) -> IngestSummary:
     """Ingest stats folders and tables into the database as one transaction.
 
@@ -264,6 +266,10 @@ def ingest(
         Accept people who withdrew earlier.
     progress : bool
         Show a progress bar on stderr.
+    scheduler : str or distributed.Client, optional
+        Parse the subject folders on this Dask cluster (a scheduler address or a client)
+        instead of ``jobs`` local processes. The workers must see the folders at the same
+        paths; the database is still written by this process, in one transaction.
 
     Returns
     -------
@@ -313,7 +319,7 @@ def ingest(
         con.execute("BEGIN TRANSACTION")
         try:
             check_key(con, key, record=True)
-            _write(con, scans, source, jobs, on_error, errors, summary, progress)
+            _write(con, scans, source, jobs, on_error, errors, summary, progress, scheduler)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -512,6 +518,7 @@ def _write(
     errors: list[tuple[str | None, str | None, int | None, str]],
     summary: IngestSummary,
     progress: bool,
+    scheduler: Any = None,
 ) -> None:
     ingest_id = con.execute("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests").fetchone()
     summary.ingest_id = int(ingest_id[0]) if ingest_id else 1
@@ -547,7 +554,8 @@ def _write(
     folder_scans = [s for s in scans if s.folder is not None]
     table_scans = [s for s in scans if s.folder is None]
     bar = _progress(len(scans), progress)
-    for parsed_chunk in _chain(_table_results(table_scans), _parse_all(folder_scans, jobs)):
+    parsed = _parse_all(folder_scans, jobs, scheduler)
+    for parsed_chunk in _chain(_table_results(table_scans), parsed):
         layouts, results, pool = parsed_chunk
         for result in results:
             scan = pool[result.index]
@@ -657,9 +665,12 @@ def _table_results(scans: list[_Scan]) -> Iterator[_Chunk]:
     yield list(layouts), results, scans
 
 
-def _parse_all(scans: list[_Scan], jobs: int) -> Iterator[_Chunk]:
+def _parse_all(scans: list[_Scan], jobs: int, scheduler: Any = None) -> Iterator[_Chunk]:
     items = [(i, str(s.folder)) for i, s in enumerate(scans)]
     chunks = [items[k : k + _CHUNK] for k in range(0, len(items), _CHUNK)]
+    if scheduler is not None and len(chunks) > 1:
+        yield from _parse_on_dask(scans, chunks, scheduler)
+        return
     if jobs == 1 or len(chunks) <= 1:
         for chunk in chunks:
             layouts, results = _parse_chunk(chunk)
@@ -667,6 +678,27 @@ def _parse_all(scans: list[_Scan], jobs: int) -> Iterator[_Chunk]:
         return
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         for layouts, results in pool.map(_parse_chunk, chunks):
+            yield layouts, results, scans
+
+
+def _parse_on_dask(
+    scans: list[_Scan], chunks: list[list[tuple[int, str]]], scheduler: Any
+) -> Iterator[_Chunk]:
+    """Chunks parsed on Dask workers, yielded in submission order (feature indices are then
+    assigned in the same order as with local processes), a bounded number in flight."""
+    from collections import deque
+
+    from morphml.scale import dask_client, worker_count
+
+    with dask_client(scheduler) as client:
+        window = max(4, 3 * worker_count(client))
+        queue = deque(client.submit(_parse_chunk, c, pure=False) for c in chunks[:window])
+        following = iter(chunks[window:])
+        while queue:
+            layouts, results = queue.popleft().result()
+            nxt = next(following, None)
+            if nxt is not None:
+                queue.append(client.submit(_parse_chunk, nxt, pure=False))
             yield layouts, results, scans
 
 
