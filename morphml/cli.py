@@ -376,6 +376,9 @@ def predict(run_dir: Path, db: Path | None, source: str | None, out: Path) -> No
 from morphml.audit._cli import audit as _audit_command  # noqa: E402
 
 cli.add_command(_audit_command)
+from morphml.qc._cli import qc_command as _qc_command  # noqa: E402
+
+cli.add_command(_qc_command)
 from morphml.process._cli import process_command as _process_command  # noqa: E402
 
 cli.add_command(_process_command)

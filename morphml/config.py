@@ -88,6 +88,8 @@ class FeatureSpec(_Strict):
     relative_thickness: bool = True
     #: add one-hot site indicators as covariates (learned only from training folds' sites)
     site_covariates: bool = True
+    #: QC measures added as covariate columns ``qc:<name>`` (``euler``: mean Euler number)
+    qc_covariates: list[str] = Field(default_factory=list)
 
 
 class TuningSpec(_Strict):

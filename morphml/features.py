@@ -196,6 +196,10 @@ def load_frame(
             "atlases no scan shares"
         )
     X = apply_row_transforms(X, spec)
+    if spec.qc_covariates:
+        from morphml.qc import qc_covariates
+
+        X = pd.concat([X, qc_covariates(con, X.index, spec.qc_covariates)], axis=1)
     if spec.site_covariates:
         sites = meta["site"].fillna("unknown").astype(str)
         indicators = pd.DataFrame(
