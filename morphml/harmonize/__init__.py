@@ -1,0 +1,9 @@
+"""Site harmonisation: ComBat with empirical-Bayes site effects and a spline age term.
+
+Fitted inside training folds like any other preprocessing; see :class:`ComBat`.
+"""
+
+from morphml.exceptions import HarmonizationError
+from morphml.harmonize._combat import META_PREFIX, ComBat
+
+__all__ = ["META_PREFIX", "ComBat", "HarmonizationError"]
