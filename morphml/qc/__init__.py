@@ -54,7 +54,8 @@ Flags (stable names; thresholds are the defaults of :class:`QCThresholds`, all o
     lifespan site; unadjusted, QC would flag the oldest people), then robustly standardised
     (median, 1.4826 MAD). Principal axes are taken from the 75 % of scans least outlying
     feature by feature (z clipped at +-10), keeping k components (80 % of the variance, at
-    most ``multivariate_max_components = 10`` and (n - 1) / 5); each scan gets the score
+    most ``multivariate_max_components = 10`` and (n - 1) / 5; seeded randomized SVD, so
+    the same data give the same flags); each scan gets the score
     distance (within the components, scaled by their robust SD) and the orthogonal distance
     (to the component space) of ROBPCA (Hubert, Rousseeuw and Vanden Branden 2005,
     Technometrics 47:64-79). A scan is flagged when

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import duckdb
 import numpy as np
 import pandas as pd
+from sklearn.utils.extmath import randomized_svd
 
 from morphml.qc._report import QCFlag
 from morphml.qc._thresholds import QCThresholds
@@ -196,15 +197,18 @@ def rule_euler(
             "(global.?h.SurfaceHoles.count), so the Euler rules were not applied"
         )
         absolute.notes.append(note)
+        site_z.notes.append(note)
         absolute.not_assessed = site_z.not_assessed = len(targets)
         return {"euler_absolute": absolute, "euler_site_z": site_z}
     have = targets[targets.isin(euler.index)]
     lacking = len(targets) - len(have)
     if lacking:
-        absolute.notes.append(
+        note = (
             f"euler_absolute, euler_site_z: {lacking:,} checked scans have no SurfaceHoles "
             "value (not assessed)"
         )
+        absolute.notes.append(note)
+        site_z.notes.append(note)
     absolute.not_assessed = site_z.not_assessed = lacking
     for key in have:
         value = float(euler[key])
@@ -464,12 +468,16 @@ def _outlyingness(
     h = max(2, math.ceil(0.75 * n))
     core = np.argsort(np.sum(z**2, axis=1), kind="stable")[:h]
     mean = z[core].mean(axis=0)
-    _, sing, vt = np.linalg.svd(z[core] - mean, full_matrices=False)
-    var = sing**2
-    if var.sum() <= 0:
+    core_centred = z[core] - mean
+    total = float(np.sum(core_centred**2))
+    if total <= 0:
         return None
-    k = int(np.searchsorted(np.cumsum(var) / var.sum(), 0.8) + 1)
-    k = max(1, min(k, th.multivariate_max_components, max(1, (n - 1) // 5), int((var > 0).sum())))
+    # only the leading components are needed: a seeded randomized SVD is exact enough and
+    # far cheaper than a full one on thousands of scans
+    n_comp = max(1, min(th.multivariate_max_components, (n - 1) // 5, *core_centred.shape))
+    _, sing, vt = randomized_svd(core_centred, n_comp, random_state=0)
+    explained = np.cumsum(sing**2) / total
+    k = min(n_comp, int(np.searchsorted(explained, 0.8) + 1))
     loadings = vt[:k].T
     centred = z - mean
     scores = centred @ loadings
