@@ -319,6 +319,13 @@ def test_a_failed_run_leaves_the_flags_as_they_were(
         assert report.flags
         con.execute("ROLLBACK")
     assert flags_in(built.path) == before
+    # ... and a commit keeps them, as at the end of an ingest
+    with connect(built.path) as con:
+        con.execute("BEGIN")
+        con.execute("DELETE FROM qc_flags")
+        run_qc(con, [built.keys[0]])
+        con.execute("COMMIT")
+    assert flags_in(built.path) == before
 
 
 def test_bad_names_values_and_scans_are_clear_errors(
@@ -345,6 +352,7 @@ def test_bad_names_values_and_scans_are_clear_errors(
         assert run_qc(con, []).n_scans == 0
     with pytest.raises(QCError, match="source 'other' is not in the database"):
         qc_database(built.path, sources=["other"])
+    assert qc_database(built.path, sources=["hand"], rules=["negative_value"]).n_scans == 5
     with (
         connect(tmp_path / "empty.duckdb", create=True) as con,
         pytest.raises(QCError, match="no scans"),
