@@ -223,7 +223,7 @@ def _check_documented(argv: tuple[str, ...], values: set[str], switches: set[str
 @pytest.mark.parametrize("runner", ["native", "docker", "apptainer"])
 @pytest.mark.parametrize("gpu_mode", ["none", "local", "visible"])
 def test_command_lines_use_documented_options_only(runner: str, gpu_mode: str) -> None:
-    settings = EngineSettings(runner=runner,  # type: ignore[arg-type]
+    settings = EngineSettings(runner=runner,
                               image="fs.sif" if runner == "apptainer" else None,
                               threads=2, three_t=True)  # fmt: skip
     seg, surf = engine_steps(settings, "sub-01", ("sub-01/anat/sub-01_T1w.nii.gz",),
@@ -257,7 +257,7 @@ def test_command_lines_use_documented_options_only(runner: str, gpu_mode: str) -
     )
     assert "--t1" not in surf.argv  # --surf_only reads the segmentation step's outputs
 
-    fs = EngineSettings(engine="freesurfer", runner=runner,  # type: ignore[arg-type]
+    fs = EngineSettings(engine="freesurfer", runner=runner,
                         image="fs.sif" if runner == "apptainer" else None, threads=3)  # fmt: skip
     (recon,) = engine_steps(fs, "sub-01_ses-1", ("a_T1w.nii.gz", "b_T1w.nii.gz"),
                             gpu_mode=gpu_mode, license_given=True)  # fmt: skip
@@ -401,7 +401,7 @@ def test_failing_scan_leaves_the_others_finishing(
         ("sub-03", "seg"): "already_done", ("sub-03", "surf"): "done",
         ("sub-04", "seg"): "already_done", ("sub-04", "surf"): "already_done",
     }  # fmt: skip
-    assert read_marker(out / STATE_DIR, "sub-03", "surf")["attempt"] == 2  # type: ignore[index]
+    assert read_marker(out / STATE_DIR, "sub-03", "surf")["attempt"] == 2
     ends = calls(standin["record"])
     assert len(ends) == len(set(ends)) == 8  # every step finished exactly once
 

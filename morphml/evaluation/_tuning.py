@@ -1,12 +1,15 @@
 """Optuna tuning inside one outer training set.
 
 The study of each (target, model, scheme, outer fold) is kept in a journal file in the run
-directory, so an interrupted fit resumes where it stopped. The sampler is seeded TPE; pruning
-(median rule over inner folds) stops poor trials early.
+directory, so an interrupted fit resumes where it stopped, or in a shared storage
+(PostgreSQL / SQLite URL, or a journal file) that several processes or Dask workers use at
+once. The sampler is seeded TPE; pruning (median rule over inner folds) stops poor trials
+early.
 """
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +22,9 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.metrics import log_loss, mean_absolute_error
 
-__all__ = ["TuningResult", "predict_scores", "stable_seed", "tune"]
+from morphml.exceptions import ConfigError
+
+__all__ = ["TuningResult", "predict_scores", "stable_seed", "storage_from", "tune"]
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -53,6 +58,117 @@ def stable_seed(seed: int, *parts: object) -> int:
     return (seed * 1_000_003 + zlib.crc32(text)) % (2**31 - 1)
 
 
+def storage_from(spec: str | os.PathLike[str] | None) -> Any:
+    """An Optuna storage from a URL or a journal file path (None: in memory).
+
+    ``postgresql://user@host/db`` (or ``postgres://``, ``mysql://``, ``sqlite:///file.db``)
+    gives an :class:`optuna.storages.RDBStorage`; anything else is a journal file, shared
+    safely by processes on one machine or on a shared file system.
+
+    Examples
+    --------
+    >>> storage_from(None) is None
+    True
+    """
+    if spec is None:
+        return None
+    text = os.fspath(spec)
+    if "://" in text:
+        if text.startswith("postgres://"):  # SQLAlchemy only knows the long scheme name
+            text = "postgresql://" + text[len("postgres://") :]
+        if text.startswith("postgresql://"):
+            text = _postgres_driver(text)
+        engine_kwargs = {"pool_pre_ping": True} if not text.startswith("sqlite") else {}
+        try:
+            return optuna.storages.RDBStorage(text, engine_kwargs=engine_kwargs)
+        except ImportError as err:
+            raise ConfigError(
+                f"storage {text.split('://')[0]}://...: {err}; install 'morphml[postgres]'"
+            ) from None
+        except Exception as err:  # SQLAlchemy OperationalError etc.: say what, not a trace
+            raise ConfigError(
+                f"cannot open the Optuna storage {text.split('@')[-1]} "
+                f"({type(err).__name__}: {str(err).splitlines()[0][:200]})"
+            ) from None
+    path = Path(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _postgres_driver(url: str) -> str:
+    """Name the installed driver: SQLAlchemy 2.1 defaults to psycopg 3, morphml's
+    ``postgres`` extra installs psycopg2."""
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return "postgresql+psycopg2://" + url[len("postgresql://") :]
+    return url
+
+
+@dataclass
+class _Objective:
+    """Inner-fold loss of one set of parameters (picklable, so Dask workers can run it)."""
+
+    build: Callable[[dict[str, Any]], BaseEstimator]
+    space: Callable[[optuna.Trial], dict[str, Any]]
+    X: pd.DataFrame
+    y: np.ndarray
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    kind: str
+
+    def evaluate(self, trial: optuna.Trial) -> tuple[float, np.ndarray]:
+        params = self.space(trial)
+        oof = np.full(len(self.y), np.nan)
+        losses = []
+        for step, (tr, va) in enumerate(self.splits):
+            model = self.build(params).fit(self.X.iloc[tr], self.y[tr])
+            oof[va] = predict_scores(model, self.X.iloc[va], self.kind)
+            losses.append(_loss(self.kind, self.y[va], oof[va]))
+            trial.report(float(np.mean(losses)), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return float(np.mean(losses)), oof
+
+
+def _sampler_pruner(seed: int, pruning: bool) -> tuple[Any, optuna.pruners.BasePruner]:
+    pruner: optuna.pruners.BasePruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+        if pruning
+        else optuna.pruners.NopPruner()
+    )
+    return optuna.samplers.TPESampler(seed=seed), pruner
+
+
+def _optimize(
+    objective: _Objective,
+    storage_spec: str,
+    study_name: str,
+    seed: int,
+    n_trials: int,
+    timeout: float | None,
+    pruning: bool,
+) -> dict[int, np.ndarray]:
+    """Run trials of a shared study (on a Dask worker); return the out-of-fold predictions
+    of the trials it completed."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler, pruner = _sampler_pruner(seed, pruning)
+    study = optuna.load_study(
+        study_name=study_name, storage=storage_from(storage_spec), sampler=sampler,
+        pruner=pruner,
+    )  # fmt: skip
+    oofs: dict[int, np.ndarray] = {}
+
+    def run(trial: optuna.Trial) -> float:
+        loss, oof = objective.evaluate(trial)
+        oofs[trial.number] = oof
+        return loss
+
+    study.optimize(run, n_trials=n_trials, timeout=timeout, gc_after_trial=False)
+    return oofs
+
+
 def tune(
     build: Callable[[dict[str, Any]], BaseEstimator],
     space: Callable[[optuna.Trial], dict[str, Any]],
@@ -64,55 +180,64 @@ def tune(
     trials: int,
     timeout: float | None,
     seed: int,
-    storage_path: Path | None,
+    storage_path: Path | None = None,
     study_name: str,
     pruning: bool = True,
+    storage: str | os.PathLike[str] | None = None,
+    client: Any = None,
 ) -> TuningResult:
     """Minimise the inner-fold loss (MAE, or log loss for classification) over ``space``.
 
     Returns the best parameters and the out-of-fold predictions of the training set made
     with them (used to fit the brain-age bias correction without touching the test fold).
-    """
-    storage: Any = None
-    if storage_path is not None:
-        storage_path.parent.mkdir(parents=True, exist_ok=True)
-        from optuna.storages.journal import JournalFileBackend
 
-        storage = optuna.storages.JournalStorage(JournalFileBackend(str(storage_path)))
-    sampler = optuna.samplers.TPESampler(seed=seed)
-    pruner: optuna.pruners.BasePruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-        if pruning
-        else optuna.pruners.NopPruner()
-    )
+    Parameters
+    ----------
+    storage_path : Path, optional
+        A journal file holding the study (an interrupted tuning resumes from it).
+    storage : str or path-like, optional
+        Instead of ``storage_path``: an Optuna storage URL (``postgresql://...``,
+        ``sqlite:///...``) or a journal file, e.g. shared by several machines.
+    client : distributed.Client, optional
+        Run the trials on this Dask cluster's workers, all working on the one study in the
+        shared storage (which is then required). Trial numbers and counts stay exact; the
+        parameters tried depend on the order the workers finish, so results are not
+        bit-for-bit those of a single process.
+    """
+    if storage_path is not None and storage is not None:
+        raise ConfigError(f"tuning {study_name}: give storage_path or storage, not both")
+    spec = os.fspath(storage_path) if storage_path is not None else storage
+    if client is not None and spec is None:
+        raise ConfigError(
+            f"tuning {study_name}: running trials on Dask workers needs a shared study "
+            "storage (--storage postgresql://... or a journal file)"
+        )
+    sampler, pruner = _sampler_pruner(seed, pruning)
     study = optuna.create_study(
         study_name=study_name,
-        storage=storage,
+        storage=storage_from(spec),
         sampler=sampler,
         pruner=pruner,
         direction="minimize",
         load_if_exists=True,
     )
+    objective = _Objective(build, space, X, y, splits, kind)
     oofs: dict[int, np.ndarray] = {}
-
-    def objective(trial: optuna.Trial) -> float:
-        params = space(trial)
-        oof = np.full(len(y), np.nan)
-        losses = []
-        for step, (tr, va) in enumerate(splits):
-            model = build(params).fit(X.iloc[tr], y[tr])
-            oof[va] = predict_scores(model, X.iloc[va], kind)
-            losses.append(_loss(kind, y[va], oof[va]))
-            trial.report(float(np.mean(losses)), step)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-        oofs[trial.number] = oof
-        return float(np.mean(losses))
-
     done = len([t for t in study.trials if t.state.is_finished()])
     remaining = max(trials - done, 0)
-    if remaining:
-        study.optimize(objective, n_trials=remaining, timeout=timeout, gc_after_trial=False)
+    if remaining and client is not None:
+        oofs = _optimize_on_dask(
+            client, objective, str(spec), study_name, seed, remaining, timeout, pruning
+        )
+        study = optuna.load_study(study_name=study_name, storage=storage_from(spec))
+    elif remaining:
+
+        def run(trial: optuna.Trial) -> float:
+            loss, oof = objective.evaluate(trial)
+            oofs[trial.number] = oof
+            return loss
+
+        study.optimize(run, n_trials=remaining, timeout=timeout, gc_after_trial=False)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
         raise RuntimeError(f"tuning {study_name}: no trial completed (timeout too short?)")
@@ -126,6 +251,47 @@ def tune(
     params = _params_of(best, space)
     score = float(best.value) if best.value is not None else float("nan")
     return TuningResult(params=params, score=score, oof=oof, n_trials=len(completed))
+
+
+def _optimize_on_dask(
+    client: Any,
+    objective: _Objective,
+    spec: str,
+    study_name: str,
+    seed: int,
+    remaining: int,
+    timeout: float | None,
+    pruning: bool,
+) -> dict[int, np.ndarray]:
+    """Split the remaining trials over the cluster's worker threads: each task runs its share
+    of the one study (so the total is exact) with its own seeded sampler."""
+    from morphml.scale import dask_client
+
+    with dask_client(client) as dc:
+        workers = dc.scheduler_info().get("workers", {})
+        slots = max(sum(int(w.get("nthreads", 1)) for w in workers.values()), 1)
+        n_tasks = min(slots, remaining)
+        shares = [remaining // n_tasks + (1 if i < remaining % n_tasks else 0)
+                  for i in range(n_tasks)]  # fmt: skip
+        [shared] = dc.scatter([objective], broadcast=True)
+        futures = [
+            dc.submit(
+                _optimize,
+                shared,
+                spec,
+                study_name,
+                stable_seed(seed, "worker", i),
+                share,
+                timeout,
+                pruning,
+                pure=False,
+            )
+            for i, share in enumerate(shares)
+        ]
+        oofs: dict[int, np.ndarray] = {}
+        for part in dc.gather(futures):
+            oofs.update(part)
+    return oofs
 
 
 def _params_of(

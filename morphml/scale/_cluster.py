@@ -158,6 +158,7 @@ def dask_client(
     processes: bool = True,
     resources: Mapping[str, float] | None = None,
     slurm: SlurmSettings | str | os.PathLike[str] | None = None,
+    connect_timeout: float = 10.0,
 ) -> Iterator[Client]:
     """A Dask client for the duration of a ``with`` block.
 
@@ -172,6 +173,8 @@ def dask_client(
         LocalCluster sizing; ``resources`` are announced by every local worker.
     slurm : SlurmSettings or path, optional
         The SLURM settings (``cluster="slurm"``).
+    connect_timeout : float
+        Seconds to wait for a scheduler ``address``.
 
     Examples
     --------
@@ -186,7 +189,7 @@ def dask_client(
         return
     if scheduler is not None:
         try:
-            client = Client(str(scheduler), timeout="20s")
+            client = Client(str(scheduler), timeout=f"{connect_timeout}s")
         except OSError as err:
             raise ConfigError(
                 f"cannot reach the Dask scheduler at {scheduler} ({err}); start one with "
