@@ -333,14 +333,24 @@ def db_rewrite(db: Path | None) -> None:
 @click.option("--db", type=click.Path(path_type=Path), help="Database file [MORPHML_DB].")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
 @click.option("--no-resume", is_flag=True, help="Refuse to continue an interrupted run.")
+@click.option("--storage", help="Optuna studies in this storage (postgresql://...) [pretrain].")
+@click.option("--scheduler", help="Run tuning trials on this Dask scheduler [pretrain].")
 @_friendly
-def fit(config_path: Path, db: Path | None, out: Path, no_resume: bool) -> None:
+def fit(
+    config_path: Path,
+    db: Path | None,
+    out: Path,
+    no_resume: bool,
+    storage: str | None,
+    scheduler: str | None,
+) -> None:
     """Run a config (kind: pretrain) and write the run directory."""
     from morphml.config import load_config
     from morphml.pipelines import fit_pretrain
 
     config = load_config(config_path)
-    result = fit_pretrain(config, db=db, out=out, resume=not no_resume)
+    result = fit_pretrain(config, db=db, out=out, resume=not no_resume, storage=storage,
+                          scheduler=scheduler)  # fmt: skip
     click.echo(f"run {result.run_id} written to {result.run_dir}")
     for target, models in result.metrics["targets"].items():
         for model, schemes in models.items():

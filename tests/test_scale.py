@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -269,3 +270,54 @@ def test_postgresql_study_shared_by_two_worker_processes(
     assert time.monotonic() - start < 120
     with pytest.raises(ConfigError, match="cannot open the Optuna storage"):
         storage_from(f"postgresql://morphml@127.0.0.1:{_free_port()}/postgres")
+
+
+# ------------------------------------------------------------------------ morphml fit
+
+
+@pytest.fixture(scope="module")
+def fit_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.test_fit import MAP, synthetic_table
+
+    root = tmp_path_factory.mktemp("fitdb")
+    synthetic_table(root / "train.csv", 120, ["A", "B", "C"], seed=1)
+    (root / "map.yaml").write_text(MAP)
+    db = root / "db.duckdb"
+    ingest([root / "train.csv"], column_map=root / "map.yaml", source="train", db=db,
+           key_file=root / "key")  # fmt: skip
+    return db
+
+
+@pytest.mark.slow
+def test_fit_runs_its_trials_on_dask_with_a_shared_storage(fit_db: Path, tmp_path: Path) -> None:
+    import yaml
+    from distributed import LocalCluster
+
+    cfg = {
+        "kind": "pretrain", "cohort": {"sources": ["train"]}, "targets": ["age"],
+        "models": {"age": ["ridge"]}, "tuning": {"trials": 4, "inner_folds": 3},
+        "validation": {"schemes": ["kfold"], "folds": 3, "bootstrap": 100},
+        "seed": 3, "device": "cpu",
+    }  # fmt: skip
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:  # fmt: skip
+        res = CliRunner().invoke(cli, [
+            "fit", str(path), "--db", str(fit_db), "--out", str(tmp_path / "run"),
+            "--storage", url, "--scheduler", cluster.scheduler_address,
+        ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "age  ridge" in res.output
+    summaries = optuna.get_all_study_summaries(storage_from(url))
+    names = sorted(s.study_name for s in summaries)
+    # 3 outer folds + the final model, named for this run so runs sharing a server never mix
+    assert len(names) == 4 and len({n.split("-age-")[0] for n in names}) == 1
+    assert names[-1].endswith("-age-ridge-kfold-fold2") and any(
+        n.endswith("-final") for n in names
+    )
+    assert all(s.n_trials == 4 for s in summaries)
+    assert not (tmp_path / "run" / "studies").exists()  # nothing in journal files
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["targets"]["age"]["ridge"]["cv"]["mae"] < 6

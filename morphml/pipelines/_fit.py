@@ -175,6 +175,8 @@ def fit_pretrain(
     out: str | os.PathLike[str],
     resume: bool = True,
     record: bool = True,
+    storage: str | None = None,
+    scheduler: Any = None,
 ) -> RunResult:
     """Run a pretraining config and write its run directory.
 
@@ -187,6 +189,11 @@ def fit_pretrain(
         The run directory; an interrupted run in it is resumed when ``resume``.
     record : bool, default True
         Record the run and its scans in the database's ``runs`` table.
+    storage : str, optional
+        Keep the Optuna studies in this storage (``postgresql://...``, ``sqlite:///...``)
+        instead of journal files in the run directory.
+    scheduler : str or distributed.Client, optional
+        Run the tuning trials on this Dask cluster's workers (they share each study).
     """
     from morphml.models import resolve_device
 
@@ -205,6 +212,9 @@ def fit_pretrain(
     (run_dir / "config.yaml").write_text(
         yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     )
+    # shared storages name the studies per run (config, data, run directory): stable on resume
+    run_tag = uuid.uuid5(uuid.NAMESPACE_URL, f"{frame.data_hash()}|{run_dir.resolve()}").hex
+    studies = _Studies(storage, scheduler, f"{config_hash(config)[:8]}-{run_tag[:8]}")
     X = frame.X
     metrics: dict[str, Any] = {"targets": {}}
     predictions: list[pd.DataFrame] = []
@@ -231,12 +241,12 @@ def fit_pretrain(
                 )
                 preds = _outer_loop(
                     config, frame, X, y, splits, scheme, target, label, kind, build, space,
-                    run_dir, tuned,
+                    run_dir, tuned, studies,
                 )  # fmt: skip
                 predictions.append(preds)
                 result[SCHEME_KEYS[scheme]] = _score(config, target, preds, frame)
             metrics["targets"][target][label] = result
-    final = _final_models(config, frame, X, device, run_dir)
+    final = _final_models(config, frame, X, device, run_dir, studies)
     pred_table = pd.concat(predictions, ignore_index=True)
     pred_table.to_parquet(run_dir / "predictions.parquet", index=False)
     run_id = uuid.uuid4().hex[:16]
@@ -281,6 +291,24 @@ def _sex_site_labels(meta: pd.DataFrame, y: np.ndarray) -> np.ndarray:
     return np.array([f"*|{lab.split('|')[1]}" if lab in rare else lab for lab in labels])
 
 
+@dataclass(frozen=True)
+class _Studies:
+    """Where the Optuna studies live (journal files in the run directory, or a shared storage
+    under run-specific names) and which Dask cluster runs their trials."""
+
+    storage: str | None = None
+    scheduler: Any = None
+    prefix: str = ""
+
+    def args(self, journal: Path, name: str) -> dict[str, Any]:
+        where: dict[str, Any] = (
+            {"storage_path": journal, "study_name": name}
+            if self.storage is None
+            else {"storage": self.storage, "study_name": f"{self.prefix}-{name}"}
+        )
+        return {**where, "client": self.scheduler}
+
+
 def _outer_loop(
     config: PretrainConfig,
     frame: FeatureFrame,
@@ -295,6 +323,7 @@ def _outer_loop(
     space: Any,
     run_dir: Path,
     tuned: dict[str, Any],
+    studies: _Studies | None = None,
 ) -> pd.DataFrame:
     from morphml.models import AgeBiasCorrector
 
@@ -319,8 +348,10 @@ def _outer_loop(
             trials=config.tuning.trials,
             timeout=config.tuning.timeout,
             seed=stable_seed(config.seed, "tpe", target, label, scheme, k),
-            storage_path=run_dir / "studies" / f"{target}-{label}-{scheme}.journal",
-            study_name=f"{target}-{label}-{scheme}-fold{k}",
+            **(studies or _Studies()).args(
+                run_dir / "studies" / f"{target}-{label}-{scheme}.journal",
+                f"{target}-{label}-{scheme}-fold{k}",
+            ),
             pruning=config.tuning.pruning,
         )
         tuned[f"{target}/{label}/{scheme}/fold{k}"] = {
@@ -407,7 +438,12 @@ def _score(
 
 
 def _final_models(
-    config: PretrainConfig, frame: FeatureFrame, X: pd.DataFrame, device: str, run_dir: Path
+    config: PretrainConfig,
+    frame: FeatureFrame,
+    X: pd.DataFrame,
+    device: str,
+    run_dir: Path,
+    studies: _Studies | None = None,
 ) -> dict[str, Any]:
     """Tune and refit every model on all scans; save them with a sidecar."""
     from morphml.models import AgeBiasCorrector, save_model, search_space
@@ -446,8 +482,10 @@ def _final_models(
                 trials=config.tuning.trials,
                 timeout=config.tuning.timeout,
                 seed=stable_seed(config.seed, "final-tpe", target, label),
-                storage_path=run_dir / "studies" / f"{target}-{label}-final.journal",
-                study_name=f"{target}-{label}-final",
+                **(studies or _Studies()).args(
+                    run_dir / "studies" / f"{target}-{label}-final.journal",
+                    f"{target}-{label}-final",
+                ),
                 pruning=config.tuning.pruning,
             )
             model = build(result.params).fit(X, y)
