@@ -476,6 +476,26 @@ def test_adapt_from_two_controls_beats_no_adaptation(rng: np.random.Generator) -
     assert eb < 0.7 * min(none, raw), f"mean |error| none {none:.3f}, raw {raw:.3f}, EB {eb:.3f}"
 
 
+@pytest.mark.parametrize("params", [{"reference_batch": "site00"}, {"eb": False}])
+def test_adapt_with_reference_site_or_without_eb(
+    rng: np.random.Generator, params: dict[str, Any]
+) -> None:
+    sim = _sim(rng, n=400, p=20, k=5, min_site_size=40)
+    held = (sim.frame[SITE] == "site03").to_numpy()
+    model = ComBat(new_batches="adapt", **params).fit(sim.frame[~held])
+    # the reference site's hyperparameters are degenerate (all gamma_hat 0, equal delta_hat)
+    # and must not shape the prior of a new site
+    prior = model.new_batch_prior_
+    assert all(np.isfinite(v) for v in prior.values()) and 2 < prior["a"] < 1e3, prior
+    model.adapt(sim.frame[held].iloc[:10])
+    adapted = model.adapted_["site03"]
+    if params.get("eb") is False:
+        np.testing.assert_allclose(adapted["gamma_star"], adapted["gamma_hat"])
+        np.testing.assert_allclose(adapted["delta_star"], adapted["delta_hat"])
+    out = model.transform(sim.frame)
+    assert np.isfinite(out.to_numpy()).all()
+
+
 def test_constant_features_pass_through(rng: np.random.Generator) -> None:
     sim = _sim(rng, n=150, p=8, k=3)
     frame = sim.frame.copy()

@@ -504,8 +504,9 @@ class ComBat(TransformerMixin, BaseEstimator):
         onehot[np.arange(codes.size), codes] = 1.0
         design = np.hstack([onehot, cov])
         _check_rank(design, n_batches, cov_names, int(self.spline_df))
-        coef = _least_squares(design, values, missing)
-        resid2 = values - design @ coef
+        coef = _least_squares(onehot, cov, values, missing)
+        resid2 = design @ coef
+        np.subtract(values, resid2, out=resid2)
         if missing is not None:
             resid2[missing] = 0.0
         np.square(resid2, out=resid2)
@@ -575,7 +576,7 @@ class ComBat(TransformerMixin, BaseEstimator):
         self.a_prior_ = priors.a
         self.b_prior_ = priors.b
         self.delta_prior_mean_ = float(pooled_mean)
-        self.new_batch_prior_ = dict(vars(site_population(priors)))
+        self.new_batch_prior_ = dict(vars(site_population(priors, ref)))
         self.n_iter_ = n_iter
         self.adapted_: dict[str, dict[str, Any]] = {}
         return self
@@ -625,8 +626,17 @@ class ComBat(TransformerMixin, BaseEstimator):
             gamma = np.vstack([gamma, *(a["gamma_star"] for a in self.adapted_.values())])
             delta = np.vstack([delta, *(a["delta_star"] for a in self.adapted_.values())])
         values = self._features(X, features)
-        mean = self.alpha_ + self._design(X, self.spline_knots_) @ self.beta_
-        out = (values - mean - self.sigma_ * gamma[index]) / np.sqrt(delta[index]) + mean
+        mean = self._design(X, self.spline_knots_) @ self.beta_
+        mean += self.alpha_
+        # (z - gamma*) / delta* * sigma + mean, with z = (y - mean) / sigma, site by site in
+        # place (no n x p temporaries beyond the output and the mean)
+        out = np.subtract(values, mean)
+        shift = self.sigma_ * gamma
+        scale = 1.0 / np.sqrt(delta)
+        for k in np.unique(index):
+            rows = np.flatnonzero(index == k)
+            out[rows] = (out[rows] - shift[k]) * scale[k]
+        out += mean
         out[:, ~self.usable_] = values[:, ~self.usable_]
         if self.reference_index_ is not None:
             same = index == self.reference_index_
@@ -839,20 +849,64 @@ def _posterior(
     return gamma, delta, n_iter
 
 
-def _least_squares(design: Array, values: Array, missing: NDArray[np.bool_] | None) -> Array:
-    """OLS coefficients of every feature; features sharing a missing pattern share a solve."""
+def _least_squares(
+    onehot: Array, cov: Array, values: Array, missing: NDArray[np.bool_] | None
+) -> Array:
+    """OLS coefficients of every feature on [site indicators, covariates], ignoring NaN.
+
+    Features without missing values share one SVD of the design. Features with missing
+    values each have their own rows, so they are solved through their normal equations,
+    assembled for all of them at once (a loop of per-feature solves would take minutes when
+    values are missing at random across 1,000 features).
+    """
+    design = np.hstack([onehot, cov])
     if missing is None:
         return _solve(design, values)
-    coef = np.zeros((design.shape[1], values.shape[1]))
-    packed = np.packbits(missing, axis=0).T
-    _, groups = np.unique(packed, axis=0, return_inverse=True)
-    groups = groups.ravel()
-    for group in range(int(groups.max()) + 1):
-        columns = np.flatnonzero(groups == group)
-        rows = ~missing[:, columns[0]]
-        if rows.any():
-            coef[:, columns] = _solve(design[rows], values[np.ix_(rows, columns)])
+    coef = np.empty((design.shape[1], values.shape[1]))
+    incomplete = missing.any(axis=0)
+    if not incomplete.all():
+        coef[:, ~incomplete] = _solve(design, values[:, ~incomplete])
+    coef[:, incomplete] = _normal_equations(
+        onehot, cov, values[:, incomplete], missing[:, incomplete]
+    )
     return coef
+
+
+def _normal_equations(
+    onehot: Array, cov: Array, values: Array, missing: NDArray[np.bool_]
+) -> Array:
+    k = onehot.shape[1]
+    # covariates centred and orthonormalised over all rows: the per-feature Gram matrices
+    # are then close to diagonal, so squaring the condition number costs no accuracy
+    centre = cov.mean(axis=0)
+    q, r = np.linalg.qr(cov - centre)
+    n_cov = q.shape[1]
+    weights = (~missing).astype(float)
+    y0 = np.where(missing, 0.0, values)
+    p = values.shape[1]
+    gram = np.zeros((p, k + n_cov, k + n_cov))
+    rhs = np.empty((p, k + n_cov))
+    counts = onehot.T @ weights
+    gram[:, np.arange(k), np.arange(k)] = counts.T
+    rhs[:, :k] = (onehot.T @ y0).T
+    if n_cov:
+        codes = onehot.argmax(axis=1)
+        for b in range(k):
+            rows = np.flatnonzero(codes == b)
+            cross = q[rows].T @ weights[rows]  # (n_cov, p): sum of covariates over present rows
+            gram[:, b, k:] = cross.T
+            gram[:, k:, b] = cross.T
+        for i in range(n_cov):
+            for j in range(i, n_cov):
+                block = (q[:, i] * q[:, j]) @ weights
+                gram[:, k + i, k + j] = block
+                gram[:, k + j, k + i] = block
+        rhs[:, k:] = (q.T @ y0).T
+    # minimum-norm solutions (a site without any value of a feature gets coefficient 0)
+    solved = (np.linalg.pinv(gram) @ rhs[:, :, None])[:, :, 0].T
+    beta = np.linalg.solve(r, solved[k:]) if n_cov else solved[k:]
+    intercepts = solved[:k] - centre @ beta
+    return np.vstack([intercepts, beta])
 
 
 def _solve(design: Array, values: Array) -> Array:

@@ -198,18 +198,33 @@ class SitePopulation:
     a: float
 
 
-def site_population(priors: Hyperpriors) -> SitePopulation:
-    """Summarise the training sites' hyperparameters (see :func:`new_batch_hyperpriors`)."""
-    m = priors.delta_mean
-    g = priors.gamma_bar
+def site_population(priors: Hyperpriors, reference: int | None = None) -> SitePopulation:
+    r"""Summarise the training sites' hyperparameters (see :func:`new_batch_hyperpriors`).
+
+    The reference site (when there is one) is left out: the data are standardised by its own
+    mean and scale, so its hyperparameters are degenerate (every :math:`\hat\gamma` is 0 and
+    every :math:`\hat\delta^2` the same), not a draw from the population of sites. The shape
+    ``a`` is averaged through the prior's relative variance :math:`1 / (a - 2)`, so one site
+    with an almost exact prior (huge ``a``) does not dominate. With fewer than two sites to
+    learn from, the between-site variances are left effectively unbounded (the new site's
+    own data decide).
+    """
+    keep = np.ones(priors.a.size, dtype=bool)
+    if reference is not None:
+        keep[reference] = False
+    m = priors.delta_mean[keep]
+    g = priors.gamma_bar[keep]
     big_m = float(m.mean())
+    unbounded = 1e12
     return SitePopulation(
         gamma_bar=float(g.mean()),
-        gamma_bar_var=max(float(g.var(ddof=1)), 1e-12),
-        tau2=float(priors.tau2.mean()),
+        gamma_bar_var=max(float(g.var(ddof=1)), 1e-12) if g.size > 1 else unbounded,
+        tau2=float(priors.tau2[keep].mean()),
         delta_mean=big_m,
-        delta_mean_var=max(float(m.var(ddof=1)), 1e-12 * big_m * big_m),
-        a=float(priors.a.mean()),
+        delta_mean_var=(
+            max(float(m.var(ddof=1)), 1e-12 * big_m * big_m) if m.size > 1 else unbounded
+        ),
+        a=2.0 + 1.0 / float(np.mean(1.0 / (priors.a[keep] - 2.0))),
     )
 
 
