@@ -333,6 +333,14 @@ def db_rewrite(db: Path | None) -> None:
 @click.option("--db", type=click.Path(path_type=Path), help="Database file [MORPHML_DB].")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run directory.")
 @click.option("--no-resume", is_flag=True, help="Refuse to continue an interrupted run.")
+@click.option(
+    "--pretrained",
+    type=click.Path(path_type=Path),
+    help="kind: transfer: the pretrain run directory (overrides the config's 'pretrained').",
+)
+@click.option(
+    "--allow-stale", is_flag=True, help="kind: transfer: accept a pretrain run marked stale."
+)
 @click.option("--storage", help="Optuna studies in this storage (postgresql://...) [pretrain].")
 @click.option("--scheduler", help="Run tuning trials on this Dask scheduler [pretrain].")
 @_friendly
@@ -341,18 +349,39 @@ def fit(
     db: Path | None,
     out: Path,
     no_resume: bool,
+    pretrained: Path | None,
+    allow_stale: bool,
     storage: str | None,
     scheduler: str | None,
 ) -> None:
-    """Run a config (kind: pretrain) and write the run directory."""
-    from morphml.config import load_config
-    from morphml.pipelines import fit_pretrain
+    """Run a config (kind: pretrain or transfer) and write the run directory."""
+    from morphml.config import PretrainConfig, load_config
 
     config = load_config(config_path)
-    result = fit_pretrain(config, db=db, out=out, resume=not no_resume, storage=storage,
-                          scheduler=scheduler)  # fmt: skip
-    click.echo(f"run {result.run_id} written to {result.run_dir}")
-    for target, models in result.metrics["targets"].items():
+    if isinstance(config, PretrainConfig):
+        from morphml.pipelines import fit_pretrain
+
+        if pretrained is not None or allow_stale:
+            raise _UsageError("--pretrained and --allow-stale apply to kind: transfer configs")
+        result = fit_pretrain(config, db=db, out=out, resume=not no_resume, storage=storage,
+                              scheduler=scheduler)  # fmt: skip
+        click.echo(f"run {result.run_id} written to {result.run_dir}")
+        _echo_pretrain_metrics(result.metrics)
+        return
+    from morphml.pipelines import fit_transfer
+
+    if storage is not None or scheduler is not None:
+        raise _UsageError("--storage and --scheduler apply to kind: pretrain configs")
+    transfer = fit_transfer(
+        config, db=db, out=out, pretrained=pretrained, allow_stale=allow_stale,
+        progress=sys.stderr.isatty(),
+    )  # fmt: skip
+    click.echo(f"run {transfer.run_id} written to {transfer.run_dir}")
+    click.echo(transfer.table)
+
+
+def _echo_pretrain_metrics(metrics: dict[str, Any]) -> None:
+    for target, models in metrics["targets"].items():
         for model, schemes in models.items():
             for scheme, m in schemes.items():
                 if target == "age":
@@ -386,9 +415,6 @@ def predict(run_dir: Path, db: Path | None, source: str | None, out: Path) -> No
 from morphml.audit._cli import audit as _audit_command  # noqa: E402
 
 cli.add_command(_audit_command)
-from morphml.qc._cli import qc_command as _qc_command  # noqa: E402
-
-cli.add_command(_qc_command)
 from morphml.process._cli import process_command as _process_command  # noqa: E402
 
 cli.add_command(_process_command)

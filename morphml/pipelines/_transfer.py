@@ -28,7 +28,7 @@ from morphml._version import __version__
 from morphml.config import CohortSpec, TransferConfig, config_hash
 from morphml.db import connect, record_run
 from morphml.exceptions import TransferError
-from morphml.features import FeatureFrame, describe, load_frame
+from morphml.features import FeatureFrame, describe, load_frame, target_vector
 
 __all__ = ["TransferResult", "fit_transfer", "load_transfer_data"]
 
@@ -159,7 +159,12 @@ def load_transfer_data(
     y, control = _outcome(config, frame.meta)
     X = values.copy()
     X[f"{META_PREFIX}age"] = frame.meta["age"].to_numpy(np.float64)
-    X[f"{META_PREFIX}sex"] = frame.meta["sex"].to_numpy(np.float64)
+    sex, known = target_vector(frame.meta, "sex")  # 1 = male
+    if not known.all():
+        raise TransferError(
+            f"{int((~known).sum())} target scans have no sex; covariates need it for every scan"
+        )
+    X[f"{META_PREFIX}sex"] = sex
     X[f"{META_PREFIX}site"] = frame.meta["site"].fillna("unknown").astype(str).to_numpy()
     X[f"{META_PREFIX}control"] = control
     return FeatureFrame(values, frame.meta), X, y
@@ -195,6 +200,7 @@ def fit_transfer(
     from morphml.pipelines._fit import _git_commit, package_versions
     from morphml.transfer import (
         REPRESENTATIONS,
+        Components,
         HeadFactory,
         NormativeModel,
         PretrainedRun,
@@ -208,14 +214,15 @@ def fit_transfer(
     stale = _check_stale(db, run.run_id, allow_stale)
     frame, X, y = load_transfer_data(config, run, db)
     kind = "classification" if config.target.type == "binary" else "regression"
-    overlap = set(frame.meta["subject_key"]) & set(run.training_frame(db).meta["subject_key"])
+    pre = run.training_frame(db)
+    overlap = set(frame.meta["subject_key"]) & set(pre.meta["subject_key"])
     if overlap:
         raise TransferError(
             f"{len(overlap)} people of the small sample were in the pretraining cohort; "
             "their scans would be seen twice. Exclude them (cohort.sources/filters)"
         )
     target_sites = sorted(set(X["meta:site"]))
-    pre = run.training_frame(db)
+    pre = pre.subset(pre.meta["age"].notna() & pre.meta["sex"].notna())
     new_sites = sorted(set(target_sites) - set(pre.meta["site"].fillna("unknown").astype(str)))
     if new_sites and config.harmonize.new_sites == "refuse":
         raise TransferError(
@@ -234,7 +241,7 @@ def fit_transfer(
         filled = np.where(np.isnan(values), scaler.mean_, values)
         n_comp = min(config.components, values.shape[1], values.shape[0] - 1)
         pca = PCA(n_components=n_comp, random_state=config.seed).fit(scaler.transform(filled))
-        components = (scaler, pca)
+        components = Components(scaler, pca)
     factory = HeadFactory(
         pretrained=run, kind=kind, covariates=tuple(config.covariates),
         inner_folds=config.protocol.inner_folds, normative=normative, components=components,

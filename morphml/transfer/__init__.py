@@ -7,6 +7,7 @@ from morphml.transfer._protocol import Comparison, Split, compare_representation
 from morphml.transfer._representations import (
     REPRESENTATIONS,
     BrainAgeGap,
+    Components,
     LeafEmbedding,
     LinearProjection,
     NormativeZ,
@@ -23,6 +24,7 @@ __all__ = [
     "REPRESENTATIONS",
     "BrainAgeGap",
     "Comparison",
+    "Components",
     "HeadFactory",
     "LeafEmbedding",
     "LinearProjection",

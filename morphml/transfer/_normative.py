@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
 from sklearn.preprocessing import SplineTransformer
 
 from morphml.exceptions import TransferError
@@ -27,8 +26,13 @@ __all__ = ["NormativeModel"]
 _EPS = 1e-12
 
 
-class NormativeModel(BaseEstimator):
+class NormativeModel:
     """Per-feature normative model of age, sex and site with new-site adaptation.
+
+    Not a scikit-learn estimator on purpose: it is fitted once on the pretraining cohort and
+    passed to :class:`NormativeZ` as fixed knowledge, which ``clone`` must neither refit nor
+    copy (``__deepcopy__`` returns the same object; :meth:`adapted_copy` gives a private copy
+    for a training fold's new sites).
 
     Parameters
     ----------
@@ -53,6 +57,21 @@ class NormativeModel(BaseEstimator):
     def __init__(self, *, n_knots: int = 5, prior_weight: float = 10.0) -> None:
         self.n_knots = n_knots
         self.prior_weight = prior_weight
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> NormativeModel:
+        return self
+
+    def __repr__(self) -> str:
+        return f"NormativeModel(n_knots={self.n_knots}, prior_weight={self.prior_weight})"
+
+    def adapted_copy(self) -> NormativeModel:
+        """A copy sharing everything fitted, with no adapted sites (adapt it freely)."""
+        if not hasattr(self, "coef_"):
+            raise TransferError("the normative model is not fitted; call fit() first")
+        copy = NormativeModel(n_knots=self.n_knots, prior_weight=self.prior_weight)
+        copy.__dict__.update({k: v for k, v in self.__dict__.items() if k.endswith("_")})
+        copy.adapted_ = {}
+        return copy
 
     def _basis(self, age: np.ndarray) -> np.ndarray:
         return np.asarray(self.spline_.transform(age.reshape(-1, 1)), dtype=np.float64)

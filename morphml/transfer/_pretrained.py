@@ -14,7 +14,7 @@ import yaml
 
 from morphml.config import PretrainConfig, parse_config
 from morphml.exceptions import TransferError
-from morphml.features import SITE_PREFIX, FeatureFrame, load_frame
+from morphml.features import SITE_PREFIX, FeatureFrame, load_frame, target_vector
 
 __all__ = ["META_PREFIX", "PretrainedModel", "PretrainedRun", "meta_columns"]
 
@@ -89,13 +89,20 @@ class PretrainedModel:
 
 @dataclass
 class PretrainedRun:
-    """A pretrain run directory, opened read-only."""
+    """A pretrain run directory, opened read-only.
+
+    Never copied: scikit-learn's ``clone`` deep-copies non-estimator parameters, and every
+    representation holding the same run should share it (and its prediction cache).
+    """
 
     run_dir: Path
     run_id: str
     config: PretrainConfig
     manifest: dict[str, Any]
     models: dict[str, PretrainedModel] = field(default_factory=dict)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PretrainedRun:
+        return self
 
     @classmethod
     def load(cls, run_dir: str | os.PathLike[str]) -> PretrainedRun:
@@ -152,4 +159,7 @@ class PretrainedRun:
                 f"the pretraining scans in the database lack {len(missing)} of the run's "
                 f"features (first: {missing[:5]})"
             )
-        return FeatureFrame(frame.X[self.feature_ids], frame.meta)
+        meta = frame.meta.copy()
+        sex, known = target_vector(meta, "sex")  # 1 = male, as in the target's meta:sex
+        meta["sex"] = np.where(known, sex, np.nan)
+        return FeatureFrame(frame.X[self.feature_ids], meta)

@@ -214,8 +214,8 @@ def compare_representations(
     if permutations > 0:
         selected = metrics["selected"]["representation"]
         metrics["permutation"] = _permutation(
-            X, y, builders[selected], selected, table, kind, folds, permutation_repeats,
-            permutations, seed, n_jobs,
+            X, y, builders[selected], selected, metrics["selected"]["n_train"], table, kind,
+            folds, permutation_repeats, permutations, seed, n_jobs,
         )  # fmt: skip
         metrics["permutation_p"] = metrics["permutation"]["p"]
     else:
@@ -230,6 +230,8 @@ def _summarise(table: pd.DataFrame, kind: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     raw = table[table["representation"] == "raw"].set_index(["repeat", "fold", "n_train"])
     best: tuple[float, str, str] | None = None
+    sizes = set(table["n_train"])
+    largest = "all" if "all" in sizes else str(max(int(v) for v in sizes))
     for name in names:
         rep = table[table["representation"] == name]
         out[name] = {}
@@ -250,19 +252,19 @@ def _summarise(table: pd.DataFrame, kind: str) -> dict[str, Any]:
             else:
                 cell["delta_p"] = None
             out[name][str(size)] = cell
-            if size == "all":
+            if str(size) == largest:
                 value = cell[main] if main != "mae" else -cell[main]
                 if best is None or value > best[0]:
-                    best = (value, name, "all")
-    if best is None:  # pragma: no cover - "all" is always among the sizes run
-        raise TransferError("no full-size training result to select from")
+                    best = (value, name, largest)
+    if best is None:  # pragma: no cover - the largest size is always run
+        raise TransferError("no training result to select from")
     return {
         "transfer": out,
         "selected": {
             "representation": best[1],
             "n_train": best[2],
             "metric": main,
-            "rule": f"highest mean {main} at n_train=all (selection is not adjusted for)",
+            "rule": f"highest mean {main} at the largest n_train (not adjusted for selection)",
         },
     }
 
@@ -272,6 +274,7 @@ def _permutation(
     y: np.ndarray,
     build: Builder,
     name: str,
+    size: str,
     table: pd.DataFrame,
     kind: str,
     folds: int,
@@ -284,7 +287,7 @@ def _permutation(
     metric = "auc" if kind == "classification" else "r2"
     rep = table[
         (table["representation"] == name)
-        & (table["n_train"] == "all")
+        & (table["n_train"] == size)
         & (table["repeat"] < repeats)
     ]
     observed = float(rep[metric].mean())
@@ -293,7 +296,7 @@ def _permutation(
 
     def one(p: int) -> float:
         yp = y[orders[p]]
-        splits = make_splits(yp, kind, folds=folds, repeats=repeats, sizes=["all"], seed=seed)
+        splits = make_splits(yp, kind, folds=folds, repeats=repeats, sizes=[size], seed=seed)
         vals = []
         for split in splits:
             _, _, score, _ = _run_one(name, build, X, yp, split, kind, seed)
@@ -303,6 +306,7 @@ def _permutation(
     null = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(one)(p) for p in range(permutations))
     return {
         "representation": name,
+        "n_train": size,
         "metric": metric,
         "observed": observed,
         "null_mean": float(np.mean(null)),

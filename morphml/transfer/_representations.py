@@ -29,6 +29,7 @@ from morphml.transfer._pretrained import META_PREFIX, PretrainedModel, Pretraine
 __all__ = [
     "REPRESENTATIONS",
     "BrainAgeGap",
+    "Components",
     "LeafEmbedding",
     "LinearProjection",
     "NormativeZ",
@@ -206,10 +207,24 @@ class SexScore(_Representation):
         return np.column_stack([_cached(m, "score", X) for m in models])
 
 
+class Components:
+    """Principal axes of the pretraining scans: a fitted scaler and PCA, shared, never copied."""
+
+    def __init__(self, scaler: Any, pca: Any) -> None:
+        self.scaler = scaler
+        self.pca = pca
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Components:
+        return self
+
+    def __repr__(self) -> str:
+        return f"Components(n={self.pca.n_components_})"
+
+
 class LinearProjection(_Representation):
     """The pretrained linear models' scores and the pretraining cohort's leading components.
 
-    ``components`` is a fitted ``(StandardScaler, PCA)`` pair from the pretraining scans.
+    ``components`` is a :class:`Components` fitted on the pretraining scans.
     """
 
     def __init__(self, *, pretrained: PretrainedRun | None = None, components: Any = None,
@@ -228,7 +243,7 @@ class LinearProjection(_Representation):
         ]
         out = [np.column_stack(cols)] if cols else []
         if self.components is not None:
-            scaler, pca = self.components
+            scaler, pca = self.components.scaler, self.components.pca
             values = _features(X)[run.feature_ids].to_numpy(np.float64)
             values = np.where(np.isnan(values), scaler.mean_, values)
             out.append(pca.transform(scaler.transform(values)))
@@ -258,12 +273,8 @@ class NormativeZ(_Representation):
     def _fit_extra(self, X: pd.DataFrame, y: Any) -> None:
         if self.normative is None:
             raise TransferError("normative_z needs a fitted normative model (normative=...)")
-        norm = NormativeModel(
-            n_knots=self.normative.n_knots, prior_weight=self.normative.prior_weight
-        )
         # share what was learned from the pretraining cohort; adapt a private copy
-        norm.__dict__.update({k: v for k, v in self.normative.__dict__.items() if k[-1] == "_"})
-        norm.adapted_ = {}
+        norm = self.normative.adapted_copy()
         controls = _controls(X)
         values, age, sex, site = self._norm_inputs(X)
         new = ~np.isin(site.astype(str), norm.sites_)
@@ -367,13 +378,13 @@ class WarmStartBooster(BaseEstimator):
             )
         return model
 
-    def _trees(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def _trees(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         import xgboost as xgb
 
         model = self._model()
-        inputs = _cached(model, "booster_input", X)
         _, inner = model.booster_parts()
         booster = inner.get_booster()
+        inputs = pd.DataFrame(_cached(model, "booster_input", X), columns=booster.feature_names)
         trees = booster.predict(
             xgb.DMatrix(inputs, base_margin=np.zeros(len(X))), output_margin=True
         )
