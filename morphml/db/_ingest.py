@@ -69,6 +69,8 @@ class IngestSummary:
     n_features: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
+    #: QC flag -> scans of this source it flagged (``morphml qc`` lists them)
+    qc_flags: Counter[str] = field(default_factory=Counter)
 
     def lines(self) -> list[str]:
         """A short human summary."""
@@ -80,6 +82,9 @@ class IngestSummary:
         if self.n_skipped or self.skipped:
             out.append(f"skipped {self.n_skipped} scans")
             out.extend(f"  {count} x {reason}" for reason, count in self.skipped.most_common())
+        if self.qc_flags:
+            flagged = ", ".join(f"{flag} {n}" for flag, n in sorted(self.qc_flags.items()))
+            out.append(f"QC flags (see 'morphml qc'): {flagged}")
         out.extend(f"  error: {e}" for e in self.errors[:20])
         if len(self.errors) > 20:
             out.append(f"  ... and {len(self.errors) - 20} more errors (see ingest_errors)")
@@ -320,6 +325,7 @@ def ingest(
         try:
             check_key(con, key, record=True)
             _write(con, scans, source, jobs, on_error, errors, summary, progress, scheduler)
+            _quality_control(con, source, summary)
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
@@ -327,6 +333,18 @@ def ingest(
     if linkage_out is not None:
         _write_linkage(Path(linkage_out), scans)
     return summary
+
+
+def _quality_control(con: duckdb.DuckDBPyConnection, source: str, summary: IngestSummary) -> None:
+    """QC flags of the source's scans, in the ingest's transaction (see :mod:`morphml.qc`)."""
+    from morphml.qc import run_qc
+
+    rows = con.execute("SELECT scan_key FROM scans WHERE source = ?", [source]).fetchall()
+    keys = [str(k) for (k,) in rows]
+    if not keys:
+        return
+    report = run_qc(con, keys)
+    summary.qc_flags.update(flag.flag for flag in report.flags)
 
 
 def _column_map(
