@@ -5,5 +5,6 @@ Fitted inside training folds like any other preprocessing; see :class:`ComBat`.
 
 from morphml.exceptions import HarmonizationError
 from morphml.harmonize._combat import META_PREFIX, ComBat
+from morphml.harmonize._step import HarmonizeStep
 
-__all__ = ["META_PREFIX", "ComBat", "HarmonizationError"]
+__all__ = ["META_PREFIX", "ComBat", "HarmonizationError", "HarmonizeStep"]

@@ -73,6 +73,8 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
         )
     }
     | {"numpy.dtype", "numpy.log", "numpy.exp"}
+    # ComBat steps of harmonised models (imported by name: harmonize imports models' errors)
+    | {"morphml.harmonize._combat.ComBat", "morphml.harmonize._step.HarmonizeStep"}
     | {_dotted(t) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_, np.str_)}
 )
 

@@ -87,15 +87,52 @@ def _git_commit() -> str | None:
     return done.stdout.strip() or None
 
 
-def _model_factory(target: str, name: str, etiv: bool, seed: int, device: str) -> Any:
+def _model_factory(
+    target: str, name: str, etiv: bool, seed: int, device: str, harmonize: Any = None
+) -> Any:
     from morphml.models import make_age_model, make_sex_model
 
     maker = make_age_model if target == "age" else make_sex_model
 
     def build(params: dict[str, Any]) -> Any:
-        return maker(name, params, etiv_adjust=etiv, random_state=seed, device=device, n_jobs=2)
+        model = maker(name, params, etiv_adjust=etiv, random_state=seed, device=device, n_jobs=2)
+        if harmonize is not None and harmonize.method == "combat":
+            model.steps.insert(0, ("harmonize", harmonize_step(harmonize, target)))
+        return model
 
     return build
+
+
+def harmonize_step(spec: Any, target: str) -> Any:
+    """The ComBat step of a model of ``target``: the outcome is never read at transform.
+
+    The outcome is dropped from the covariates unless ``allow_outcome_covariate``; then it
+    helps fit ComBat on the training fold but is set to its training mean in every transform.
+    """
+    from morphml.harmonize import HarmonizeStep
+
+    covariates = [f"meta:{c}" for c in spec.covariates]
+    neutral: list[str] = []
+    if f"meta:{target}" in covariates:
+        if spec.allow_outcome_covariate:
+            neutral = [f"meta:{target}"]
+        else:
+            covariates.remove(f"meta:{target}")
+    return HarmonizeStep(
+        covariates=tuple(covariates), neutral=tuple(neutral), parametric=spec.parametric,
+        spline_df=spec.age_spline_df, reference_batch=spec.reference_site,
+        new_batches="refuse" if spec.new_sites == "refuse" else "adapt",
+    )  # fmt: skip
+
+
+def with_meta(X: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    """``X`` plus the ``meta:site``, ``meta:age`` and ``meta:sex`` columns ComBat reads."""
+    sex, known = target_vector(meta, "sex")
+    out = X.copy()
+    out["meta:site"] = meta["site"].fillna("unknown").astype(str).to_numpy()
+    out["meta:age"] = meta["age"].to_numpy(np.float64)
+    out["meta:sex"] = np.where(known, sex, np.nan)
+    return out
 
 
 def _variants(config: PretrainConfig, target: str) -> list[tuple[str, str, bool]]:
@@ -129,6 +166,7 @@ def _check_config(config: PretrainConfig, frame: FeatureFrame) -> None:
                     f"target sex: {counts.min()} scans of the rarer sex, fewer than "
                     f"validation.folds = {config.validation.folds}"
                 )
+    _check_harmonize(config, frame)
     sites = frame.meta["site"].fillna("unknown").nunique()
     if "leave_site_out" in config.validation.schemes and sites < 2:
         raise ConfigError(
@@ -166,6 +204,81 @@ def _check_config(config: PretrainConfig, frame: FeatureFrame) -> None:
                 f"validation.external_source {ext!r} is not a source of the cohort "
                 f"({sorted(set(frame.meta['source']))})"
             )
+
+
+def _check_harmonize(config: PretrainConfig, frame: FeatureFrame) -> None:
+    spec = config.harmonize
+    if spec.method == "none":
+        return
+    if spec.batch != "site":
+        raise ConfigError(f"harmonize.batch: only 'site' is supported, got {spec.batch!r}")
+    unknown = [c for c in spec.covariates if c not in ("age", "sex")]
+    if unknown:
+        raise ConfigError(f"harmonize.covariates: {unknown} are not age or sex")
+    if "leave_site_out" in config.validation.schemes or "external" in config.validation.schemes:
+        raise ConfigError(
+            "harmonize.method: combat with leave_site_out/external validation: a held-out "
+            "site has no site effect fitted in training. Validate with kfold, or see "
+            "benchmarks/eval_harmonise.py for leave-site-out with adaptation from a site's "
+            "own controls"
+        )
+    for col in spec.covariates:
+        missing = int(frame.meta[col].isna().sum())
+        if missing:
+            raise ConfigError(
+                f"harmonize.covariates: {col} is missing for {missing} scans; ComBat needs it "
+                "for every scan (restrict the cohort)"
+            )
+
+
+def harmonization_diagnostics(
+    config: PretrainConfig, X: pd.DataFrame, frame: FeatureFrame
+) -> dict[str, Any]:
+    """Site separability before and after ComBat (fitted in training folds), for the report."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from morphml.harmonize import HarmonizeStep
+
+    sites = X["meta:site"].to_numpy()
+    counts = pd.Series(sites).value_counts()
+    keep = np.isin(sites, counts[counts >= 5].index)
+    Xk, sk = X.loc[keep], sites[keep]
+    features = [c for c in X.columns if not c.startswith(("meta:", SITE_PREFIX))]
+    folds = StratifiedKFold(5, shuffle=True, random_state=stable_seed(config.seed, "harm"))
+    before: list[float] = []
+    after: list[float] = []
+    for train, test in folds.split(Xk, sk):
+        step = HarmonizeStep(covariates=tuple(f"meta:{c}" for c in config.harmonize.covariates))
+        step.fit(Xk.iloc[train])
+        for out, (a, b) in (
+            (before, (Xk.iloc[train][features], Xk.iloc[test][features])),
+            (after, (step.transform(Xk.iloc[train])[features],
+                     step.transform(Xk.iloc[test])[features])),
+        ):  # fmt: skip
+            clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+            clf.fit(a.fillna(a.median()), sk[train])
+            out.append(float((clf.predict(b.fillna(a.median())) == sk[test]).mean()))
+    outcome = [c for c in config.harmonize.covariates if c in config.targets]
+    warning = None
+    if outcome and config.harmonize.allow_outcome_covariate:
+        warning = (
+            f"the outcome ({', '.join(outcome)}) is a ComBat covariate (allowed by the config): "
+            "it is used to fit ComBat on training folds and set to its training mean at "
+            "transform, so no test outcome is read, but the harmonised training features "
+            "depend on the training outcomes"
+        )
+    return {
+        "method": "combat",
+        "covariates": list(config.harmonize.covariates),
+        "site_accuracy_before": float(np.mean(before)),
+        "site_accuracy_after": float(np.mean(after)),
+        "chance": float(counts[counts >= 5].max() / keep.sum()),
+        "sites_scored": int((counts >= 5).sum()),
+        "warning": warning,
+    }
 
 
 def fit_pretrain(
@@ -217,6 +330,9 @@ def fit_pretrain(
     studies = _Studies(storage, scheduler, f"{config_hash(config)[:8]}-{run_tag[:8]}")
     X = frame.X
     metrics: dict[str, Any] = {"targets": {}}
+    if config.harmonize.method == "combat":
+        X = with_meta(frame.X, frame.meta)
+        metrics["harmonization"] = harmonization_diagnostics(config, X, frame)
     predictions: list[pd.DataFrame] = []
     tuned: dict[str, Any] = {}
     for target in config.targets:
@@ -227,7 +343,7 @@ def fit_pretrain(
         for label, name, etiv in _variants(config, target):
             from morphml.models import search_space
 
-            build = _model_factory(target, name, etiv, config.seed, device)
+            build = _model_factory(target, name, etiv, config.seed, device, config.harmonize)
             space = search_space(name, target)
             result: dict[str, Any] = {}
             for scheme in config.validation.schemes:
@@ -462,7 +578,7 @@ def _final_models(
         y, _ = target_vector(frame.meta, target)
         kind = "regression" if target == "age" else "classification"
         for label, name, etiv in _variants(config, target):
-            build = _model_factory(target, name, etiv, config.seed, device)
+            build = _model_factory(target, name, etiv, config.seed, device, config.harmonize)
             space = search_space(name, target)
             inner = inner_splits(
                 "kfold",

@@ -71,6 +71,10 @@ def predict_run(
         )
     for col in site_cols:
         X[col] = (sites == col[len(SITE_PREFIX) :]).astype(np.float64)
+    if config.harmonize.method == "combat":
+        from morphml.pipelines._fit import with_meta
+
+        X = with_meta(X, frame.meta)
     rows: list[pd.DataFrame] = []
     for key in manifest["final_models"]:
         target, label = key.split("/", 1)

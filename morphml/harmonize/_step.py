@@ -1,0 +1,74 @@
+"""ComBat as a pipeline step of the pretraining models, with the outcome kept out of transform."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from morphml.harmonize._combat import META_PREFIX, ComBat
+
+__all__ = ["HarmonizeStep"]
+
+
+class HarmonizeStep(TransformerMixin, BaseEstimator):
+    """ComBat fitted on the training rows of a pipeline; ``neutral`` covariates never read.
+
+    ``neutral`` names covariates (the model's outcome, when the config allows it as a ComBat
+    covariate) that are used to *fit* ComBat on the training fold, where they are known, but
+    are replaced by their training mean in *every* transform, so a test scan's outcome never
+    reaches its harmonised features. Without ``neutral``, it is plain :class:`ComBat`.
+
+    Parameters
+    ----------
+    covariates : sequence of str
+        ``meta:`` covariate columns preserved by ComBat.
+    neutral : sequence of str
+        Covariates set to their training mean at transform.
+    parametric, spline_df, reference_batch, new_batches
+        Passed to :class:`ComBat`.
+    """
+
+    def __init__(
+        self,
+        *,
+        covariates: Sequence[str] = ("meta:sex",),
+        neutral: Sequence[str] = (),
+        parametric: bool = True,
+        spline_df: int = 4,
+        reference_batch: str | None = None,
+        new_batches: str = "refuse",
+    ) -> None:
+        self.covariates = covariates
+        self.neutral = neutral
+        self.parametric = parametric
+        self.spline_df = spline_df
+        self.reference_batch = reference_batch
+        self.new_batches = new_batches
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> HarmonizeStep:
+        self.combat_ = ComBat(
+            batch=f"{META_PREFIX}site",
+            covariates=tuple(self.covariates),
+            spline_covariates=(f"{META_PREFIX}age",),
+            spline_df=self.spline_df,
+            parametric=self.parametric,
+            reference_batch=self.reference_batch,
+            new_batches=self.new_batches,
+        ).fit(X)
+        self.neutral_values_ = {c: float(X[c].astype(float).mean()) for c in self.neutral}
+        return self
+
+    def _neutralised(self, X: pd.DataFrame) -> pd.DataFrame:
+        if not self.neutral_values_:
+            return X
+        out = X.copy()
+        for col, value in self.neutral_values_.items():
+            out[col] = value
+        return out
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        out: pd.DataFrame = self.combat_.transform(self._neutralised(X))
+        return out
