@@ -246,6 +246,8 @@ def test_command_lines_use_documented_options_only(runner: str, gpu_mode: str) -
             assert prefix[:2] == ("apptainer", "exec") and "--no-home" in prefix
             assert prefix[-2:] == ("{image}", "/fastsurfer/run_fastsurfer.sh")
             assert ("--nv" in prefix) == (step is seg and gpu_mode != "none")
+            gpu_env = {"APPTAINERENV_CUDA_VISIBLE_DEVICES": "{gpu}"}
+            assert dict(step.env) == (gpu_env if step is seg and gpu_mode == "local" else {})
     device = seg.argv[seg.argv.index("--device") + 1]
     expected = {"none": "cpu", "local": "cuda:{gpu}" if runner == "native" else "cuda",
                 "visible": "cuda"}[gpu_mode]  # fmt: skip

@@ -274,10 +274,13 @@ def engine_steps(
         if license_given:
             surf += ["--fs_license", lic]
         surf += [*root, *settings.extra_args]
-        env: tuple[tuple[str, str], ...] = ()
+        seg_env: tuple[tuple[str, str], ...] = ()
+        if settings.runner == "apptainer" and gpu_mode == "local":
+            # --nv exposes every GPU; Apptainer sets APPTAINERENV_<NAME> as <NAME> inside
+            seg_env = (("APPTAINERENV_CUDA_VISIBLE_DEVICES", "{gpu}"),)
         return (
-            StepTemplate("seg", tuple(seg), env, "GPU" if gpu else "CPU", SEG_OUTPUTS, True),
-            StepTemplate("surf", tuple(surf), env, "CPU", SURF_OUTPUTS, False),
+            StepTemplate("seg", tuple(seg), seg_env, "GPU" if gpu else "CPU", SEG_OUTPUTS, True),
+            StepTemplate("surf", tuple(surf), (), "CPU", SURF_OUTPUTS, False),
         )
     recon = (
         ["{exe}"]
