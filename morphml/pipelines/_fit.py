@@ -441,7 +441,6 @@ def _outer_loop(
     tuned: dict[str, Any],
     studies: _Studies | None = None,
 ) -> pd.DataFrame:
-    from morphml.models import AgeBiasCorrector
 
     rows = []
     for k, (train, test) in enumerate(splits):
@@ -493,10 +492,28 @@ def _outer_loop(
             }
         )
         if target == "age":
-            corrector = AgeBiasCorrector().fit(y[train], result.oof)
-            fold["y_pred_corrected"] = corrector.transform(y[test], pred)
+            corrector = _bias_corrector(y[train], result.oof)
+            fold["y_pred_corrected"] = (
+                corrector.transform(y[test], pred) if corrector is not None else pred
+            )
         rows.append(fold)
     return pd.concat(rows, ignore_index=True)
+
+
+def _bias_corrector(age: np.ndarray, oof: np.ndarray) -> Any:
+    """The bias correction fitted on out-of-fold training predictions, or None.
+
+    When the predictions barely track age (tiny or uninformative training sets), dividing by
+    their slope would amplify noise: the corrected prediction is then the uncorrected one,
+    and the final model's sidecar carries no correction (``morphml predict`` then reports the
+    uncorrected age in both columns).
+    """
+    from morphml.models import AgeBiasCorrector, BiasCorrectionError
+
+    try:
+        return AgeBiasCorrector().fit(age, oof)
+    except BiasCorrectionError:
+        return None
 
 
 def _site_columns_for(X: pd.DataFrame, train: np.ndarray, test: np.ndarray) -> pd.DataFrame:
@@ -562,7 +579,7 @@ def _final_models(
     studies: _Studies | None = None,
 ) -> dict[str, Any]:
     """Tune and refit every model on all scans; save them with a sidecar."""
-    from morphml.models import AgeBiasCorrector, save_model, search_space
+    from morphml.models import save_model, search_space
 
     models_dir = run_dir / "models"
     if models_dir.exists():
@@ -621,8 +638,9 @@ def _final_models(
                 },
             }
             if target == "age":
-                corrector = AgeBiasCorrector().fit(y, result.oof)
-                sidecar["bias_correction"] = corrector.to_dict()
+                corrector = _bias_corrector(y, result.oof)
+                if corrector is not None:
+                    sidecar["bias_correction"] = corrector.to_dict()
             stem = models_dir / f"{target}-{label}"
             files = save_model(model, stem, sidecar=sidecar)
             out[f"{target}/{label}"] = {

@@ -89,10 +89,13 @@ def predict_run(
             pred = np.asarray(model.predict(Xm), dtype=np.float64)
             out_frame["y_pred"] = pred
             age = frame.meta["age"].to_numpy(dtype=np.float64)
-            corrector = AgeBiasCorrector.from_dict(sidecar["bias_correction"])
+            correction = sidecar.get("bias_correction")
             corrected = np.full(len(pred), np.nan)
             known = ~np.isnan(age)
-            if known.any():
+            if correction is None:  # the run could not fit one (see _fit._bias_corrector)
+                corrected = pred.copy()
+            elif known.any():
+                corrector = AgeBiasCorrector.from_dict(correction)
                 corrected[known] = corrector.transform(age[known], pred[known])
             out_frame["y_pred_corrected"] = corrected
             out_frame["age"] = age
