@@ -410,6 +410,37 @@ def predict(run_dir: Path, db: Path | None, source: str | None, out: Path) -> No
     click.echo(f"wrote {len(result)} predictions to {out}")
 
 
+@cli.command()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("morphml-demo"),
+    show_default=True,
+    help="A new or empty folder for everything the demo writes.",
+)
+@click.option("--subjects", type=int, default=400, show_default=True,
+              help="People in the simulated public cohort.")  # fmt: skip
+@click.option("--hospital-subjects", type=int, default=160, show_default=True,
+              help="People in the simulated hospital cohort (controls and patients).")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True)
+@_friendly
+def demo(out: Path, subjects: int, hospital_subjects: int, seed: int) -> None:
+    """Simulate, ingest, pretrain, transfer and report, with no data and no network."""
+    from morphml.pipelines import run_demo
+
+    result = run_demo(
+        out, subjects=subjects, hospital_subjects=hospital_subjects, seed=seed, echo=click.echo
+    )
+    for line in result.lines:
+        click.echo(f"  {line}")
+    steps = ", ".join(f"{name} {sec:.0f} s" for name, sec in result.seconds.items())
+    click.echo(f"done in {sum(result.seconds.values()):.0f} s ({steps})")
+    click.echo(f"database: {result.db}")
+    for report in result.reports:
+        click.echo(f"report:   {report}")
+    click.echo(f"open the report in a browser: file://{result.reports[-1].resolve()}")
+
+
 # Commands defined in their own modules (one import + add_command each; keep sorted).
 # --- command registry ---
 from morphml.audit._cli import audit as _audit_command  # noqa: E402
@@ -421,6 +452,9 @@ cli.add_command(_process_command)
 from morphml.qc._cli import qc_command as _qc_command  # noqa: E402
 
 cli.add_command(_qc_command)
+from morphml.reports._cli import report_command as _report_command  # noqa: E402
+
+cli.add_command(_report_command)
 # --- end of command registry ---
 
 

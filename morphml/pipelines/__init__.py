@@ -1,14 +1,17 @@
 """Pipelines: configs in, run directories out."""
 
+from morphml.pipelines._demo import DemoResult, run_demo
 from morphml.pipelines._fit import RunResult, fit_pretrain, package_versions
 from morphml.pipelines._predict import predict_run
 from morphml.pipelines._transfer import TransferResult, fit_transfer
 
 __all__ = [
+    "DemoResult",
     "RunResult",
     "TransferResult",
     "fit_pretrain",
     "fit_transfer",
     "package_versions",
     "predict_run",
+    "run_demo",
 ]
