@@ -540,3 +540,84 @@ def test_normative_model_adapts_a_new_site_with_shrinkage() -> None:
     )
     raw_mean = float((X_new[:2, 0] - few.predict_mean(age_new[:2], sex_new[:2])[:, 0]).mean())
     assert abs(few.adapted_["new"][0][0]) < abs(raw_mean)
+    # no controls: adapting from nothing changes nothing, and the prior scores the site as
+    # the pretraining cohort's average site (offset 0, scale 1)
+    empty = NormativeModel().fit(X, age, sex, site)
+    empty.adapt(X_new[:0], age_new[:0], sex_new[:0], new[:0])
+    assert empty.adapted_ == {}
+    prior = empty.zscores(X_new, age_new, sex_new, new, unknown="prior")
+    mean = empty.predict_mean(age_new, sex_new)
+    sd = np.sqrt(empty._variance(age_new))
+    np.testing.assert_allclose(prior, (X_new - mean) / sd)
+
+
+def test_normative_z_keeps_the_prior_for_a_new_site_without_training_controls() -> None:
+    from morphml.transfer._representations import NormativeZ
+
+    rng = np.random.default_rng(1)
+    n = 300
+    age = rng.uniform(20, 80, n)
+    sex = rng.integers(0, 2, n).astype(float)
+    site = rng.choice(["a", "b"], n)
+    X = (3 - 0.01 * age)[:, None] + rng.normal(0, 0.1, (n, 2))
+    norm = NormativeModel().fit(X, age, sex, site)
+
+    class _Run:  # the slice of PretrainedRun that NormativeZ reads
+        def __init__(self) -> None:
+            self.feature_ids = ["f0", "f1"]
+
+    def frame(m: int, sites: list[str], control: list[bool]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "f0": rng.normal(2.5, 0.1, m),
+                "f1": rng.normal(2.5, 0.1, m),
+                "meta:age": rng.uniform(20, 80, m),
+                "meta:sex": rng.integers(0, 2, m).astype(float),
+                "meta:site": sites,
+                "meta:control": control,
+            }
+        )
+
+    # training fold: controls only at new site "x"; patients only at new site "y"
+    train = frame(20, ["x"] * 10 + ["y"] * 10, [True] * 10 + [False] * 10)
+    rep = NormativeZ(pretrained=_Run(), normative=norm).fit(
+        train, np.r_[np.zeros(10), np.ones(10)]
+    )  # type: ignore[arg-type]
+    assert set(rep.normative_.adapted_) == {"x"}
+    test = frame(6, ["x", "y", "z"] * 2, [True] * 6)
+    z = rep.transform(test)
+    assert np.isfinite(np.asarray(z, dtype=float)).all()
+    assert norm.adapted_ == {}  # the shared pretrained norm is never adapted in place
+
+
+@pytest.mark.slow
+def test_transfer_from_a_combat_pretrain_run(
+    pretrained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    root, db0, _ = pretrained
+    db = _copy_db(db0, tmp_path)
+    table(80, ["A", "B"], seed=4, pattern="ageing", years=4, prefix="K").to_csv(
+        tmp_path / "known.csv", index=False
+    )
+    ingest([tmp_path / "known.csv"], column_map=root / "tmap.yaml", source="known", db=db,
+           key_file=root / "key")  # fmt: skip
+    config = dict(PRETRAIN, models={"age": ["ridge"], "sex": ["logistic"]},
+                  harmonize={"method": "combat", "covariates": ["age", "sex"]})  # fmt: skip
+    run = tmp_path / "combat-pretrain"
+    fit_pretrain(parse_config(config), db=db, out=run)  # type: ignore[arg-type]
+    sidecar = json.loads((run / "models" / "age-ridge.json").read_text())
+    assert sidecar["feature_ids"][-3:] == ["meta:site", "meta:age", "meta:sex"]
+    # target scans at the pretraining's own sites: every representation runs
+    ok = transfer_config(
+        cohort={"sources": ["known"]},
+        representations=["raw", "brain_age_gap", "sex_score", "linear_projection"],
+        protocol={"folds": 2, "repeats": 1, "train_sizes": ["all"], "permutations": 0},
+    )
+    result = fit_transfer(parse_config(ok), db=db, out=tmp_path / "t1", pretrained=run,  # type: ignore[arg-type]
+                          record=False)  # fmt: skip
+    assert set(result.metrics["transfer"]) >= {"raw", "brain_age_gap", "sex_score"}
+    # a new site cannot pass through the pretrained ComBat: one clear refusal before any work
+    with pytest.raises(TransferError, match=r"harmonises its features with combat.*\['T'\]"):
+        fit_transfer(parse_config(transfer_config()), db=db, out=tmp_path / "t2",  # type: ignore[arg-type]
+                     pretrained=run, record=False)  # fmt: skip
+    assert not (tmp_path / "t2").exists()

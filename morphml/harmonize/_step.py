@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
@@ -49,6 +50,10 @@ class HarmonizeStep(TransformerMixin, BaseEstimator):
         self.new_batches = new_batches
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> HarmonizeStep:
+        # the input columns, as scikit-learn records them: a saved pipeline starting with
+        # this step then knows its feature ids (sidecar) and what a caller must pass
+        self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
         self.combat_ = ComBat(
             batch=f"{META_PREFIX}site",
             covariates=tuple(self.covariates),

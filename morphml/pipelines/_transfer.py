@@ -229,6 +229,13 @@ def fit_transfer(
             f"target sites {new_sites} were never seen in pretraining; set harmonize.new_sites: "
             "adapt to adapt them from their controls inside the training folds"
         )
+    if new_sites and run.config.harmonize.method != "none":
+        raise TransferError(
+            f"the pretrain run harmonises its features with {run.config.harmonize.method} and "
+            f"the target sites {new_sites} are new to it; adapting a pretrained ComBat to new "
+            "sites inside transfer folds is not supported yet: transfer from a pretrain run "
+            "with harmonize.method: none (normative_z still adapts new sites from controls)"
+        )
     started = time.perf_counter()
     normative = NormativeModel().fit(
         pre.X.to_numpy(np.float64), pre.meta["age"].to_numpy(np.float64),

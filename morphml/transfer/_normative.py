@@ -157,6 +157,8 @@ class NormativeModel:
         Xv = np.asarray(X, dtype=np.float64)
         age_v = np.asarray(age, dtype=np.float64)
         site_v = np.asarray(site).astype(str)
+        if len(site_v) == 0:
+            return self
         resid = Xv - self.predict_mean(age_v, sex)
         variance = self._variance(age_v)
         for name in np.unique(site_v):
@@ -174,8 +176,17 @@ class NormativeModel:
             self.adapted_[str(name)] = (offset, np.sqrt(np.maximum(scale2, _EPS)))
         return self
 
-    def zscores(self, X: Any, age: Any, sex: Any, site: Any) -> np.ndarray:
-        """Deviation of every value from the normative prediction, in standard deviations."""
+    def zscores(
+        self, X: Any, age: Any, sex: Any, site: Any, *, unknown: str = "raise"
+    ) -> np.ndarray:
+        """Deviation of every value from the normative prediction, in standard deviations.
+
+        ``unknown="prior"`` scores a site that was neither in ``fit`` nor adapted with the
+        prior of an adapted site with no controls (offset 0, scale 1: the pretraining
+        cohort's average site) instead of raising.
+        """
+        if unknown not in ("raise", "prior"):
+            raise TransferError(f"unknown must be 'raise' or 'prior'. Got {unknown!r}.")
         Xv = np.asarray(X, dtype=np.float64)
         if Xv.shape[1] != self.n_features_in_:
             raise TransferError(
@@ -195,6 +206,8 @@ class NormativeModel:
                 scale[rows] = self.site_scale_[known[name]]
             elif name in self.adapted_:
                 offset[rows], scale[rows] = self.adapted_[name]
+            elif unknown == "prior":
+                continue
             else:
                 raise TransferError(
                     f"site {name!r} is new to the normative model and was not adapted; "

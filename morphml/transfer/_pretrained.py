@@ -40,13 +40,27 @@ class PretrainedModel:
 
     @property
     def columns(self) -> list[str]:
-        return list(getattr(self.model, "feature_names_in_", self.sidecar.get("feature_ids", [])))
+        names = getattr(self.model, "feature_names_in_", None)
+        if names is None:
+            names = self.sidecar.get("feature_ids")
+        if names is None:
+            raise TransferError(
+                f"pretrained model {self.key} records no feature ids (neither the model nor "
+                "its sidecar); refit the pretrain run with this morphml version"
+            )
+        return [str(c) for c in names]
 
     def frame(self, X: pd.DataFrame) -> pd.DataFrame:
-        """The model's input for scans of a site it never saw: site indicators all zero."""
+        """The model's input: site indicators all zero (the target's sites are not the
+        model's), ``meta:`` columns (ComBat's site, age and sex) as they are."""
         out = pd.DataFrame(index=X.index)
         for col in self.columns:
-            out[col] = 0.0 if col.startswith(SITE_PREFIX) else X[col].to_numpy(np.float64)
+            if col.startswith(SITE_PREFIX):
+                out[col] = 0.0
+            elif col.startswith(META_PREFIX):
+                out[col] = X[col].to_numpy()
+            else:
+                out[col] = X[col].to_numpy(np.float64)
         return out
 
     def score(self, X: pd.DataFrame) -> np.ndarray:

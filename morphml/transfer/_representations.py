@@ -256,7 +256,8 @@ class NormativeZ(_Representation):
     """Deviation of every feature from the pretraining cohort's norm for that age and sex.
 
     ``normative`` is a :class:`NormativeModel` fitted on the pretraining scans. In ``fit``,
-    target sites the norm never saw are adapted from the training fold's controls.
+    target sites the norm never saw are adapted from the training fold's controls; a new site
+    with no control in the training fold keeps the prior (offset 0, scale 1).
     """
 
     def __init__(self, *, pretrained: PretrainedRun | None = None,
@@ -277,19 +278,16 @@ class NormativeZ(_Representation):
         norm = self.normative.adapted_copy()
         controls = _controls(X)
         values, age, sex, site = self._norm_inputs(X)
-        new = ~np.isin(site.astype(str), norm.sites_)
-        rows = controls & new
-        if new.any() and not rows.any():
-            raise TransferError(
-                "normative_z: the training fold has no controls at the new site(s) "
-                f"{sorted(set(site[new].astype(str)))}; a new site is adapted from its controls"
-            )
+        rows = controls & ~np.isin(site.astype(str), norm.sites_)
         norm.adapt(values[rows], age[rows], sex[rows], site[rows])
         self.normative_ = norm
 
     def _values(self, X: pd.DataFrame) -> np.ndarray:
         values, age, sex, site = self._norm_inputs(X)
-        z = self.normative_.zscores(values, age, sex, site)
+        # A new site without controls in this training fold (small learning-curve subsamples
+        # often lack them) gets the shrinkage prior, offset 0 and scale 1, which is what the
+        # empirical-Bayes estimate gives with no data; nothing of the test fold is used.
+        z = self.normative_.zscores(values, age, sex, site, unknown="prior")
         return np.clip(z, -10, 10)
 
 
@@ -543,15 +541,14 @@ def _cached(model: PretrainedModel, what: str, X: pd.DataFrame) -> Any:
     protocol asks for them thousands of times; the key is the row's bytes, so a changed value
     is never served a stale result.
     """
-    cache: dict[tuple[str, bytes], Any] = model.__dict__.setdefault("_cache", {})
+    cache: dict[tuple[str, bytes, str], Any] = model.__dict__.setdefault("_cache", {})
     cols = model.columns
-    values = np.ascontiguousarray(
-        np.column_stack([
-            np.zeros(len(X)) if c.startswith("site=") else X[c].to_numpy(np.float64)
-            for c in cols
-        ])
-    )  # fmt: skip
-    keys = [(what, row.tobytes()) for row in values]
+    numeric = [c for c in cols if not c.startswith(("site=", META_PREFIX))]
+    values = np.ascontiguousarray(X[numeric].to_numpy(np.float64))
+    # ComBat inside a pretrained model also reads site, age and sex (``meta:`` columns)
+    meta = [c for c in cols if c.startswith(META_PREFIX)]
+    labels = X[meta].astype(str).agg("\x1f".join, axis=1).tolist() if meta else [""] * len(X)
+    keys = [(what, row.tobytes(), label) for row, label in zip(values, labels, strict=True)]
     todo = [i for i, k in enumerate(keys) if k not in cache]
     if todo:
         sub = X.iloc[todo]
