@@ -53,15 +53,15 @@ class PretrainedModel:
     def frame(self, X: pd.DataFrame) -> pd.DataFrame:
         """The model's input: site indicators all zero (the target's sites are not the
         model's), ``meta:`` columns (ComBat's site, age and sex) as they are."""
-        out = pd.DataFrame(index=X.index)
+        data: dict[str, Any] = {}
         for col in self.columns:
             if col.startswith(SITE_PREFIX):
-                out[col] = 0.0
+                data[col] = np.zeros(len(X))
             elif col.startswith(META_PREFIX):
-                out[col] = X[col].to_numpy()
+                data[col] = X[col].to_numpy()
             else:
-                out[col] = X[col].to_numpy(np.float64)
-        return out
+                data[col] = X[col].to_numpy(np.float64)
+        return pd.DataFrame(data, index=X.index, columns=self.columns)
 
     def score(self, X: pd.DataFrame) -> np.ndarray:
         """Predicted age (years), or the sex logit for a classifier."""
