@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, help="override protocol.repeats")
     parser.add_argument("--permutations", type=int, help="override protocol.permutations")
     parser.add_argument("--n-jobs", type=int, help="override protocol.n_jobs")
+    parser.add_argument("--representations", nargs="+", help="override representations")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -61,7 +62,10 @@ def main() -> None:
             if v is not None
         }
     )
-    config = config.model_copy(update={"protocol": protocol})
+    update: dict[str, object] = {"protocol": protocol}
+    if args.representations:
+        update["representations"] = args.representations
+    config = config.model_copy(update=update)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         result = fit_transfer(

@@ -621,3 +621,43 @@ def test_transfer_from_a_combat_pretrain_run(
         fit_transfer(parse_config(transfer_config()), db=db, out=tmp_path / "t2",  # type: ignore[arg-type]
                      pretrained=run, record=False)  # fmt: skip
     assert not (tmp_path / "t2").exists()
+
+
+def test_leaf_embedding_equals_a_one_hot_code_of_the_training_leaves(
+    pretrained: tuple[Path, Path, Path],
+) -> None:
+    from sklearn.preprocessing import OneHotEncoder
+
+    from morphml.transfer._representations import LeafEmbedding
+
+    _, db, run_dir = pretrained
+    run = PretrainedRun.load(run_dir)
+    config = parse_config(transfer_config())
+    _, X, _ = load_transfer_data(config, run, db)  # type: ignore[arg-type]
+    train, test = X.iloc[:50], X.iloc[50:]
+    rep = LeafEmbedding(pretrained=run, covariates=("age", "sex")).fit(train)
+    expected = OneHotEncoder(handle_unknown="ignore").fit(rep._leaves(train))
+    n = len(rep.codes_)
+    for part in (train, test):
+        got = rep.transform(part)
+        want = expected.transform(rep._leaves(part)).toarray()
+        np.testing.assert_array_equal(got[:, :n].toarray(), want)
+    # test scans reach leaves no training scan reached: those are all zeros, not errors
+    assert rep.transform(test)[:, :n].sum() < len(test) * rep._leaves(test).shape[1]
+
+
+def test_warm_start_never_modifies_the_shared_pretrained_booster(
+    pretrained: tuple[Path, Path, Path],
+) -> None:
+    from morphml.transfer._representations import WarmStartBooster
+
+    _, db, run_dir = pretrained
+    run = PretrainedRun.load(run_dir)
+    _, X, y = load_transfer_data(parse_config(transfer_config()), run, db)  # type: ignore[arg-type]
+    booster = run.get("age", "xgboost").booster_parts()[1].get_booster()  # type: ignore[union-attr]
+    before = booster.num_boosted_rounds()
+    first = WarmStartBooster(pretrained=run, n_rounds=5).fit(X, y)
+    assert first.booster_.num_boosted_rounds() == before + 5
+    assert booster.num_boosted_rounds() == before
+    again = WarmStartBooster(pretrained=run, n_rounds=5).fit(X, y)
+    np.testing.assert_array_equal(first.decision_function(X), again.decision_function(X))

@@ -90,6 +90,17 @@ class PretrainedModel:
         Xm = self.frame(X)
         return front.transform(Xm) if front is not None else Xm
 
+    def tree_sum(self, X: pd.DataFrame) -> np.ndarray:
+        """The sum of the booster's trees (its raw output without the base score)."""
+        import xgboost as xgb
+
+        booster = self.booster_parts()[1].get_booster()
+        inputs = pd.DataFrame(self.booster_input(X), columns=booster.feature_names)
+        out = booster.predict(
+            xgb.DMatrix(inputs, base_margin=np.zeros(len(X))), output_margin=True
+        )
+        return np.asarray(out, dtype=np.float64)
+
     def leaves(self, X: pd.DataFrame) -> np.ndarray:
         """Leaf index of every tree for every scan (n_scans, n_trees)."""
         _, inner = self.booster_parts()

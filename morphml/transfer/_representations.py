@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin, clone
 from sklearn.model_selection import KFold, StratifiedKFold
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import StandardScaler
 
 from morphml.exceptions import TransferError
 from morphml.transfer._normative import NormativeModel
@@ -318,18 +318,34 @@ class LeafEmbedding(TransformerMixin, BaseEstimator):
     def _leaves(self, X: pd.DataFrame) -> np.ndarray:
         return np.column_stack([_cached(m, "leaves", X) for m in self._models()])
 
+    def _keys(self, X: pd.DataFrame) -> np.ndarray:
+        # one integer per (tree, leaf): leaf node ids are far below 2**31
+        leaves = self._leaves(X).astype(np.int64)
+        return np.arange(leaves.shape[1], dtype=np.int64) * _LEAF_STRIDE + leaves
+
     def fit(self, X: pd.DataFrame, y: Any = None) -> LeafEmbedding:
-        self.encoder_ = OneHotEncoder(handle_unknown="ignore", dtype=np.float64).fit(
-            self._leaves(X)
-        )
+        # The (tree, leaf) pairs the training fold reaches, sorted: one column each. A
+        # vectorised one-hot code (OneHotEncoder handles its thousands of columns one by one
+        # in Python and dominated the whole transfer comparison).
+        self.codes_ = np.unique(self._keys(X))
         self.covariates_ = _Covariates(covariates=tuple(self.covariates)).fit(X)
         self.scaler_ = StandardScaler().fit(self.covariates_.transform(X))
         return self
 
     def transform(self, X: pd.DataFrame) -> sp.csr_matrix:
-        onehot = self.encoder_.transform(self._leaves(X))
+        keys = self._keys(X)
+        pos = np.searchsorted(self.codes_, keys)
+        clipped = np.minimum(pos, len(self.codes_) - 1)
+        seen = self.codes_[clipped] == keys  # a leaf no training scan reached: all zeros
+        rows = np.broadcast_to(np.arange(len(keys))[:, None], keys.shape)[seen]
+        onehot = sp.csr_matrix(
+            (np.ones(int(seen.sum())), (rows, pos[seen])), shape=(len(keys), len(self.codes_))
+        )
         cov = self.scaler_.transform(self.covariates_.transform(X))
         return sp.hstack([onehot, sp.csr_matrix(cov)], format="csr")
+
+
+_LEAF_STRIDE = np.int64(2**31)
 
 
 def _logistic_grad(pred: np.ndarray, dtrain: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -376,17 +392,21 @@ class WarmStartBooster(BaseEstimator):
             )
         return model
 
-    def _trees(self, X: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    def _trees(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        model = self._model()
+        return _cached(model, "booster_input", X), _cached(model, "tree_sum", X)
+
+    def _dmatrix(self, inputs: np.ndarray, **kwargs: Any) -> Any:
         import xgboost as xgb
 
+        # from an array with the booster's feature names: pandas input costs more than the
+        # boosting itself at these sample sizes
         model = self._model()
-        _, inner = model.booster_parts()
-        booster = inner.get_booster()
-        inputs = pd.DataFrame(_cached(model, "booster_input", X), columns=booster.feature_names)
-        trees = booster.predict(
-            xgb.DMatrix(inputs, base_margin=np.zeros(len(X))), output_margin=True
-        )
-        return inputs, np.asarray(trees, dtype=np.float64)
+        names = model.__dict__.get("_feature_names")
+        if names is None:  # read once per pretrained model (XGBoost rebuilds the list)
+            names = model.booster_parts()[1].get_booster().feature_names
+            model.__dict__["_feature_names"] = names
+        return xgb.DMatrix(inputs, feature_names=names, **kwargs)
 
     def fit(self, X: pd.DataFrame, y: Any) -> WarmStartBooster:
         import xgboost as xgb
@@ -415,7 +435,10 @@ class WarmStartBooster(BaseEstimator):
             "max_depth": self.max_depth,
             "seed": 0 if self.random_state is None else int(self.random_state),
             "nthread": 1,
-            "subsample": 0.8,
+            # no row subsampling: XGBoost draws it from a per-thread random stream that its
+            # seed does not reset between trainings, so results would depend on which fits
+            # ran before on the same thread (seen: two identical fits disagreed)
+            "subsample": 1.0,
             "base_score": 0.5,
         }
         obj = _logistic_grad if classify else _squared_grad
@@ -423,8 +446,10 @@ class WarmStartBooster(BaseEstimator):
             self.offset_ = start - self.tree_mean_
             self.slope_ = 1.0
             margin = np.full(len(yv), self.offset_)
-            dtrain = xgb.DMatrix(inputs, label=yv, base_margin=margin)
-            base = self._model().booster_parts()[1].get_booster().copy()
+            dtrain = self._dmatrix(inputs, label=yv, base_margin=margin)
+            # xgb.train continues from a snapshot of xgb_model: the shared pretrained booster
+            # is never modified
+            base = self._model().booster_parts()[1].get_booster()
             self.booster_ = xgb.train(params, dtrain, self.n_rounds, xgb_model=base, obj=obj)
         else:
             z = (trees - self.tree_mean_) / self.tree_sd_
@@ -437,19 +462,18 @@ class WarmStartBooster(BaseEstimator):
                 slope, icpt = np.polyfit(z, yv, 1)
                 self.slope_, self.offset_ = float(slope), float(icpt)
             margin = self.offset_ + self.slope_ * z
-            dtrain = xgb.DMatrix(inputs, label=yv, base_margin=margin)
+            dtrain = self._dmatrix(inputs, label=yv, base_margin=margin)
             self.booster_ = xgb.train(params, dtrain, self.n_rounds, obj=obj)
         return self
 
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
-        import xgboost as xgb
 
         inputs, trees = self._trees(X)
         if self.variant == "continue":
             margin = np.full(len(X), self.offset_)
         else:
             margin = self.offset_ + self.slope_ * (trees - self.tree_mean_) / self.tree_sd_
-        out = self.booster_.predict(xgb.DMatrix(inputs, base_margin=margin), output_margin=True)
+        out = self.booster_.predict(self._dmatrix(inputs, base_margin=margin), output_margin=True)
         return np.asarray(out, dtype=np.float64)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
@@ -558,6 +582,8 @@ def _cached(model: PretrainedModel, what: str, X: pd.DataFrame) -> Any:
             result = model.leaves(sub)
         elif what == "booster_input":
             result = np.asarray(model.booster_input(sub), dtype=np.float64)
+        elif what == "tree_sum":
+            result = model.tree_sum(sub)
         else:  # pragma: no cover - internal names only
             raise ValueError(what)
         for i, row in zip(todo, result, strict=True):
