@@ -657,7 +657,32 @@ def test_warm_start_never_modifies_the_shared_pretrained_booster(
     booster = run.get("age", "xgboost").booster_parts()[1].get_booster()  # type: ignore[union-attr]
     before = booster.num_boosted_rounds()
     first = WarmStartBooster(pretrained=run, n_rounds=5).fit(X, y)
-    assert first.booster_.num_boosted_rounds() == before + 5
+    assert first.booster_.num_boosted_rounds() == 5  # the new trees
     assert booster.num_boosted_rounds() == before
     again = WarmStartBooster(pretrained=run, n_rounds=5).fit(X, y)
     np.testing.assert_array_equal(first.decision_function(X), again.decision_function(X))
+
+
+def test_warm_start_equals_boosting_on_from_the_pretrained_booster(
+    pretrained: tuple[Path, Path, Path],
+) -> None:
+    """The pretrained trees as base margin = continuing the pretrained booster itself."""
+    import xgboost as xgb
+
+    from morphml.transfer._representations import WarmStartBooster, _logistic_grad
+
+    _, db, run_dir = pretrained
+    run = PretrainedRun.load(run_dir)
+    _, X, y = load_transfer_data(parse_config(transfer_config()), run, db)  # type: ignore[arg-type]
+    rep = WarmStartBooster(pretrained=run, n_rounds=8, random_state=0).fit(X, y)
+    inputs, _ = rep._trees(X)
+    model = run.get("age", "xgboost")
+    assert model is not None
+    base = model.booster_parts()[1].get_booster()
+    params = {"eta": 0.05, "max_depth": 2, "seed": 0, "nthread": 1, "subsample": 1.0}
+    dtrain = rep._dmatrix(inputs, label=y.astype(float), base_margin=np.full(len(y), rep.offset_))
+    continued = xgb.train(params, dtrain, 8, xgb_model=base, obj=_logistic_grad)
+    expected = continued.predict(
+        rep._dmatrix(inputs, base_margin=np.full(len(y), rep.offset_)), output_margin=True
+    )
+    np.testing.assert_allclose(rep.decision_function(X), expected, rtol=1e-4, atol=1e-4)

@@ -362,10 +362,11 @@ class WarmStartBooster(BaseEstimator):
 
     ``variant="continue"``: new trees are added to the pretrained age (or sex) booster; the
     pretrained trees' output, centred on the training fold, is the starting score, so the
-    new trees learn what ageing does not explain. ``variant="base_margin"``: a fresh booster
-    starts from the pretrained output rescaled by a one-variable logistic (or linear) fit on
-    the training fold. Losses are written out (logistic or squared) so the pretrained
-    booster's own objective does not matter.
+    new trees learn what ageing does not explain (``booster_`` holds the new trees; the
+    pretrained trees enter as the base margin, which is the same model).
+    ``variant="base_margin"``: a fresh booster starts from the pretrained output rescaled by a
+    one-variable logistic (or linear) fit on the training fold. Losses are written out
+    (logistic or squared) so the pretrained booster's own objective does not matter.
     """
 
     def __init__(self, *, pretrained: PretrainedRun | None = None, source: str = "age",
@@ -443,14 +444,15 @@ class WarmStartBooster(BaseEstimator):
         }
         obj = _logistic_grad if classify else _squared_grad
         if self.variant == "continue":
+            # Continuing to boost the pretrained booster = new trees fitted to the gradients
+            # at the pretrained trees' output. That output is the (cached) starting margin of
+            # a booster holding only the new trees: the same model, without copying and
+            # re-evaluating hundreds of pretrained trees in every fit.
             self.offset_ = start - self.tree_mean_
             self.slope_ = 1.0
-            margin = np.full(len(yv), self.offset_)
+            margin = self.offset_ + trees
             dtrain = self._dmatrix(inputs, label=yv, base_margin=margin)
-            # xgb.train continues from a snapshot of xgb_model: the shared pretrained booster
-            # is never modified
-            base = self._model().booster_parts()[1].get_booster()
-            self.booster_ = xgb.train(params, dtrain, self.n_rounds, xgb_model=base, obj=obj)
+            self.booster_ = xgb.train(params, dtrain, self.n_rounds, obj=obj)
         else:
             z = (trees - self.tree_mean_) / self.tree_sd_
             if classify:
@@ -470,7 +472,7 @@ class WarmStartBooster(BaseEstimator):
 
         inputs, trees = self._trees(X)
         if self.variant == "continue":
-            margin = np.full(len(X), self.offset_)
+            margin = self.offset_ + trees
         else:
             margin = self.offset_ + self.slope_ * (trees - self.tree_mean_) / self.tree_sd_
         out = self.booster_.predict(self._dmatrix(inputs, base_margin=margin), output_margin=True)
