@@ -686,3 +686,45 @@ def test_warm_start_equals_boosting_on_from_the_pretrained_booster(
         rep._dmatrix(inputs, base_margin=np.full(len(y), rep.offset_)), output_margin=True
     )
     np.testing.assert_allclose(rep.decision_function(X), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_inner_searches_give_grid_search_cv_answers(pretrained: tuple[Path, Path, Path]) -> None:
+    from sklearn.model_selection import GridSearchCV
+
+    from morphml.transfer._heads import C_GRID, ROUNDS_GRID, PenaltySearch, RoundsSearch
+
+    _, db, run_dir = pretrained
+    run = PretrainedRun.load(run_dir)
+    config = parse_config(transfer_config())
+    _, X, y = load_transfer_data(config, run, db)  # type: ignore[arg-type]
+    norm = NormativeModel().fit(*_pretraining_norm_inputs(run, db))
+    factory = HeadFactory(pretrained=run, kind="classification", covariates=("age", "sex"),
+                          inner_folds=3, normative=norm)  # fmt: skip
+    train, test = X.iloc[:60], X.iloc[60:]
+    for name in ("raw", "normative_z", "leaf_embedding"):
+        ours = PenaltySearch(factory._pipeline(name, 1), param="C", values=C_GRID,
+                             cv=factory._cv(1)).fit(train, y[:60])  # fmt: skip
+        grid = GridSearchCV(factory._pipeline(name, 1), {"model__C": list(C_GRID)},
+                            cv=factory._cv(1), scoring="roc_auc").fit(train, y[:60])  # fmt: skip
+        assert ours.best_value_ == grid.best_params_["model__C"], name
+        np.testing.assert_allclose(ours.cv_scores_.mean(0), grid.cv_results_["mean_test_score"])
+        np.testing.assert_allclose(ours.decision_function(test), grid.decision_function(test))
+    ours_r = RoundsSearch(factory._warm("warm_start", 1), values=ROUNDS_GRID,
+                          cv=factory._cv(1)).fit(train, y[:60])  # fmt: skip
+    grid_r = GridSearchCV(factory._warm("warm_start", 1), {"n_rounds": list(ROUNDS_GRID)},
+                          cv=factory._cv(1), scoring="roc_auc").fit(train, y[:60])  # fmt: skip
+    assert ours_r.best_value_ == grid_r.best_params_["n_rounds"]
+    np.testing.assert_allclose(ours_r.cv_scores_.mean(0), grid_r.cv_results_["mean_test_score"],
+                               rtol=1e-6)  # fmt: skip
+    np.testing.assert_allclose(ours_r.decision_function(test), grid_r.decision_function(test))
+
+
+def _pretraining_norm_inputs(run: PretrainedRun, db: Path) -> tuple[np.ndarray, ...]:
+    pre = run.training_frame(db)
+    pre = pre.subset(pre.meta["age"].notna() & pre.meta["sex"].notna())
+    return (
+        pre.X.to_numpy(np.float64),
+        pre.meta["age"].to_numpy(np.float64),
+        pre.meta["sex"].to_numpy(np.float64),
+        pre.meta["site"].fillna("unknown").astype(str).to_numpy(),
+    )

@@ -468,14 +468,18 @@ class WarmStartBooster(BaseEstimator):
             self.booster_ = xgb.train(params, dtrain, self.n_rounds, obj=obj)
         return self
 
-    def decision_function(self, X: pd.DataFrame) -> np.ndarray:
-
+    def decision_function(self, X: pd.DataFrame, *, rounds: int | None = None) -> np.ndarray:
+        """The margin (logit or value); ``rounds`` uses only the first new trees."""
         inputs, trees = self._trees(X)
         if self.variant == "continue":
             margin = self.offset_ + trees
         else:
             margin = self.offset_ + self.slope_ * (trees - self.tree_mean_) / self.tree_sd_
-        out = self.booster_.predict(self._dmatrix(inputs, base_margin=margin), output_margin=True)
+        out = self.booster_.predict(
+            self._dmatrix(inputs, base_margin=margin),
+            output_margin=True,
+            iteration_range=(0, rounds or self.booster_.num_boosted_rounds()),
+        )
         return np.asarray(out, dtype=np.float64)
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
