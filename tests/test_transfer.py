@@ -432,7 +432,7 @@ def test_stale_pretrain_run_is_refused_unless_allowed(
 
     root, db, run = pretrained
     db2 = _copy_db(db, tmp_path)
-    withdraw("P0003", source="pre", db=db2, key_file=root / "key")
+    withdraw(db2, source="pre", original_id="P0003", key_file=root / "key")
     config = parse_config(
         transfer_config(
             representations=["raw"], protocol={"folds": 3, "repeats": 1, "train_sizes": ["all"]}
