@@ -728,3 +728,27 @@ def _pretraining_norm_inputs(run: PretrainedRun, db: Path) -> tuple[np.ndarray, 
         pre.meta["sex"].to_numpy(np.float64),
         pre.meta["site"].fillna("unknown").astype(str).to_numpy(),
     )
+
+
+@pytest.mark.slow
+def test_a_transfer_run_passes_its_audit_and_fails_after_an_edit(
+    pretrained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    from morphml.audit import audit_run
+
+    root, db0, _ = pretrained
+    db = _copy_db(db0, tmp_path)
+    config = transfer_config(
+        representations=["raw", "normative_z"],
+        protocol={"folds": 3, "repeats": 1, "train_sizes": ["all"], "permutations": 5},
+    )
+    run = root / "transfer-for-audit"  # beside the pretrain run, where the audit looks for it
+    fit_transfer(parse_config(config), db=db, out=run, pretrained=root / "pretrain")  # type: ignore[arg-type]
+    result = audit_run(run, db=db)
+    assert result.reproduced, result.verdict
+    scores = pd.read_parquet(run / "predictions.parquet")
+    scores.loc[0, "score"] += 0.5
+    scores.to_parquet(run / "predictions.parquet", index=False)
+    changed = audit_run(run, db=db)
+    assert not changed.reproduced
+    assert "prediction" in changed.verdict.lower()
