@@ -44,7 +44,43 @@ ALPHA_GRID = (1.0, 10.0, 100.0)
 ROUNDS_GRID = (10, 40)
 
 
-class PenaltySearch(BaseEstimator):
+class _FoldSearch(BaseEstimator):
+    """What the two searches share: folds, the score, GridSearchCV's tie rule, the refit."""
+
+    values: tuple[Any, ...]
+    cv: Any
+    kind: str
+
+    def _splits(self, yv: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        stratify = yv if self.kind == "classification" else None
+        return list(self.cv.split(np.zeros(len(yv)), stratify))
+
+    def _validation_score(self, y_valid: np.ndarray, score: np.ndarray) -> float:
+        from sklearn.metrics import mean_absolute_error, roc_auc_score
+
+        if self.kind == "classification":  # AUC of the margin, as scoring="roc_auc"
+            return float(roc_auc_score(y_valid, score))
+        return -float(mean_absolute_error(y_valid, score))
+
+    def _refit_best(self, scores: np.ndarray, best: Any, X: Any, yv: np.ndarray) -> None:
+        """Keep the fold scores, pick the first best value, refit ``best(value)`` on all."""
+        self.cv_scores_ = scores
+        self.best_value_ = self.values[int(np.argmax(scores.mean(axis=0)))]
+        self.best_estimator_ = best(self.best_value_).fit(X, yv)
+        if self.kind == "classification":
+            self.classes_ = self.best_estimator_.classes_
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        return np.asarray(self.best_estimator_.decision_function(X), dtype=np.float64)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        return np.asarray(self.best_estimator_.predict_proba(X))
+
+    def predict(self, X: Any) -> np.ndarray:
+        return np.asarray(self.best_estimator_.predict(X))
+
+
+class PenaltySearch(_FoldSearch):
     """A grid search over the final step's penalty that fits the pipeline's front once per fold.
 
     Gives what ``GridSearchCV(pipeline, {"<final>__<param>": values}, cv=cv, scoring=...)``
@@ -76,15 +112,13 @@ class PenaltySearch(BaseEstimator):
         self.kind = kind
 
     def fit(self, X: Any, y: Any) -> PenaltySearch:
-        from sklearn.metrics import mean_absolute_error, roc_auc_score
-
         if self.pipeline is None or not self.values:
             raise TransferError("PenaltySearch needs a pipeline and at least one value")
+        pipeline = self.pipeline
         yv = np.asarray(y)
-        classify = self.kind == "classification"
-        front = Pipeline(self.pipeline.steps[:-1])
-        final_name, final = self.pipeline.steps[-1]
-        splits = list(self.cv.split(np.zeros(len(yv)), yv if classify else None))
+        front = Pipeline(pipeline.steps[:-1])
+        final_name, final = pipeline.steps[-1]
+        splits = self._splits(yv)
         scores = np.zeros((len(splits), len(self.values)))
         for k, (train, valid) in enumerate(splits):
             fitted = clone(front)
@@ -92,31 +126,22 @@ class PenaltySearch(BaseEstimator):
             Z_valid = fitted.transform(X.iloc[valid])
             for j, value in enumerate(self.values):
                 model = clone(final).set_params(**{self.param: value}).fit(Z_train, yv[train])
-                if classify:
-                    scores[k, j] = roc_auc_score(yv[valid], model.decision_function(Z_valid))
-                else:
-                    scores[k, j] = -mean_absolute_error(yv[valid], model.predict(Z_valid))
-        self.cv_scores_ = scores
-        self.best_value_ = self.values[int(np.argmax(scores.mean(axis=0)))]
-        self.best_estimator_ = clone(self.pipeline).set_params(
-            **{f"{final_name}__{self.param}": self.best_value_}
+                score = (
+                    model.decision_function(Z_valid)
+                    if self.kind == "classification"
+                    else model.predict(Z_valid)
+                )
+                scores[k, j] = self._validation_score(yv[valid], score)
+        self._refit_best(
+            scores,
+            lambda v: clone(pipeline).set_params(**{f"{final_name}__{self.param}": v}),
+            X,
+            yv,
         )
-        self.best_estimator_.fit(X, yv)
-        if classify:
-            self.classes_ = self.best_estimator_.classes_
         return self
 
-    def decision_function(self, X: Any) -> np.ndarray:
-        return np.asarray(self.best_estimator_.decision_function(X), dtype=np.float64)
 
-    def predict_proba(self, X: Any) -> np.ndarray:
-        return np.asarray(self.best_estimator_.predict_proba(X))
-
-    def predict(self, X: Any) -> np.ndarray:
-        return np.asarray(self.best_estimator_.predict(X))
-
-
-class RoundsSearch(BaseEstimator):
+class RoundsSearch(_FoldSearch):
     """The number of boosting rounds of a warm-started booster, chosen in inner folds.
 
     What ``GridSearchCV(booster, {"n_rounds": values})`` gives (same folds, AUC or negative
@@ -133,40 +158,19 @@ class RoundsSearch(BaseEstimator):
         self.kind = kind
 
     def fit(self, X: Any, y: Any) -> RoundsSearch:
-        from sklearn.metrics import mean_absolute_error, roc_auc_score
-
         if self.booster is None or not self.values:
             raise TransferError("RoundsSearch needs a booster and at least one value")
         yv = np.asarray(y)
-        classify = self.kind == "classification"
-        splits = list(self.cv.split(np.zeros(len(yv)), yv if classify else None))
+        splits = self._splits(yv)
         scores = np.zeros((len(splits), len(self.values)))
         for k, (train, valid) in enumerate(splits):
             model = clone(self.booster).set_params(n_rounds=max(self.values))
             model.fit(X.iloc[train], yv[train])
             for j, rounds in enumerate(self.values):
                 score = model.decision_function(X.iloc[valid], rounds=rounds)
-                scores[k, j] = (
-                    roc_auc_score(yv[valid], score)
-                    if classify
-                    else -mean_absolute_error(yv[valid], score)
-                )
-        self.cv_scores_ = scores
-        self.best_value_ = self.values[int(np.argmax(scores.mean(axis=0)))]
-        self.best_estimator_ = clone(self.booster).set_params(n_rounds=self.best_value_)
-        self.best_estimator_.fit(X, yv)
-        if classify:
-            self.classes_ = self.best_estimator_.classes_
+                scores[k, j] = self._validation_score(yv[valid], score)
+        self._refit_best(scores, lambda v: clone(self.booster).set_params(n_rounds=v), X, yv)
         return self
-
-    def decision_function(self, X: Any) -> np.ndarray:
-        return np.asarray(self.best_estimator_.decision_function(X), dtype=np.float64)
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        return np.asarray(self.best_estimator_.predict_proba(X))
-
-    def predict(self, X: Any) -> np.ndarray:
-        return np.asarray(self.best_estimator_.predict(X))
 
 
 @dataclass
