@@ -263,16 +263,28 @@ def _per_site(metrics: dict[str, Any]) -> dict[str, Any]:
         for model, schemes in models.items():
             for scheme, m in schemes.items():
                 for site, g in (m.get("per_site") or {}).items():
-                    row: dict[str, Any] = {
-                        "model": model_label(model), "scheme": _scheme(scheme),
-                        "site": site, "n": g.get("n"), "note": g.get("skipped") or "",
-                    }  # fmt: skip
-                    for key, _ in keys:
-                        row[key] = _cell(g, key) if "skipped" not in g else None
-                    rows.append(row)
+                    rows.append(_group_row(model, scheme, "site", site, g, keys))
         columns = [("model", "model"), ("scheme", "validation"), ("site", "site"), ("n", "scans")]
         out[target] = _table([*columns, *keys, ("note", "note")], rows)
     return out
+
+
+def _group_row(
+    model: str,
+    scheme: Any,
+    column: str,
+    label: str,
+    g: dict[str, Any],
+    keys: list[tuple[str, str]],
+) -> dict[str, Any]:
+    """One table row of a subgroup's metrics (empty cells when the group was skipped)."""
+    row: dict[str, Any] = {
+        "model": model_label(model), "scheme": _scheme(scheme),
+        column: label, "n": g.get("n"), "note": g.get("skipped") or "",
+    }  # fmt: skip
+    for key, _ in keys:
+        row[key] = _cell(g, key) if "skipped" not in g else None
+    return row
 
 
 def _per_sex(
@@ -300,13 +312,7 @@ def _per_sex(
             random_state=stable_seed(config.seed, "report-per-sex", str(model), str(scheme)),
         )  # fmt: skip
         for label, g in result.items():
-            row: dict[str, Any] = {
-                "model": model_label(str(model)), "scheme": _scheme(scheme),
-                "sex": label, "n": g.get("n"), "note": g.get("skipped") or "",
-            }  # fmt: skip
-            for key, _ in keys:
-                row[key] = _cell(g, key) if "skipped" not in g else None
-            rows.append(row)
+            rows.append(_group_row(str(model), scheme, "sex", label, g, keys))
     columns = [("model", "model"), ("scheme", "validation"), ("sex", "sex"), ("n", "scans")]
     return _table([*columns, *keys, ("note", "note")], rows), None
 

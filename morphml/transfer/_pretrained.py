@@ -106,11 +106,6 @@ class PretrainedModel:
         _, inner = self.booster_parts()
         return np.asarray(inner.apply(self.booster_input(X)), dtype=np.int64)
 
-    def margin(self, X: pd.DataFrame) -> np.ndarray:
-        """The booster's raw output (log-age for age models, the logit for sex models)."""
-        _, inner = self.booster_parts()
-        return np.asarray(inner.predict(self.booster_input(X), output_margin=True), np.float64)
-
 
 @dataclass
 class PretrainedRun:
