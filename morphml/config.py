@@ -99,6 +99,12 @@ class TuningSpec(_Strict):
     timeout: float | None = Field(default=None, gt=0)
     inner_folds: int = Field(default=3, ge=2)
     pruning: bool = True
+    #: XGBoost: stop adding trees once an inner fold's loss has not improved for this many
+    #: rounds (the number of trees is then measured, not searched); null searches it
+    early_stopping_rounds: int | None = Field(default=50, ge=1)
+    #: processes tuning outer folds (and final models) at once; each XGBoost model then uses
+    #: one thread instead of two. Results do not depend on the order folds finish.
+    n_jobs: int = Field(default=1, ge=1)
 
 
 class ValidationSpec(_Strict):

@@ -123,6 +123,27 @@ def test_same_seed_same_results(small_db: Path, tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(pa_, pb)
 
 
+def test_outer_folds_in_two_processes_give_the_sequential_results(
+    small_db: Path, tmp_path: Path
+) -> None:
+    validation = {"schemes": ["kfold"], "folds": 3, "bootstrap": 200}
+    serial = fit_pretrain(parse_config(config(validation=validation)), db=small_db,
+                          out=tmp_path / "serial", record=False)  # fmt: skip
+    tuning = {"trials": 3, "inner_folds": 3, "n_jobs": 2}
+    parallel = fit_pretrain(parse_config(config(validation=validation, tuning=tuning)),
+                            db=small_db, out=tmp_path / "parallel", record=False)  # fmt: skip
+    a = pd.read_parquet(tmp_path / "serial" / "predictions.parquet")
+    b = pd.read_parquet(tmp_path / "parallel" / "predictions.parquet")
+    pd.testing.assert_frame_equal(a, b, rtol=1e-9)  # BLAS threads may reorder sums
+    ma = json.loads((tmp_path / "serial" / "manifest.json").read_text())
+    mb = json.loads((tmp_path / "parallel" / "manifest.json").read_text())
+    assert ma["tuning"] == mb["tuning"]  # every fold chose the same parameters
+    assert ma["final_models"] == mb["final_models"]
+    assert serial.metrics["targets"]["age"]["ridge"]["cv"]["mae"] == pytest.approx(
+        parallel.metrics["targets"]["age"]["ridge"]["cv"]["mae"], rel=1e-9
+    )
+
+
 def test_predict_new_scans_and_refusals(small_db: Path, tmp_path: Path) -> None:
     cfg = parse_config(config(validation={"schemes": ["kfold"], "folds": 3, "bootstrap": 200}))
     fit_pretrain(cfg, db=small_db, out=tmp_path / "run")

@@ -21,17 +21,20 @@ import morphml.models._estimators as estimators_module
 from morphml._version import __version__
 from morphml.exceptions import MorphmlError
 from morphml.models import (
+    XGB_MAX_TREES,
     AgeBiasCorrector,
     BiasCorrectionError,
     DeviceError,
     EtivAdjuster,
     FeatureGuard,
     FeatureMismatchError,
+    MedianImputer,
     ModelConfigError,
     ModelFileError,
     ModelInputError,
     UntrustedModelError,
     default_params,
+    fit_early_stopped,
     load_model,
     make_age_model,
     make_sex_model,
@@ -323,6 +326,107 @@ def test_search_space_suggestions_build_models(cohort: Any, name: str, target: s
     assert fixed == {"alpha": 3.0}
 
 
+def test_early_stopped_search_space_leaves_the_tree_count_to_the_fit() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    trial = study.ask()
+    params = search_space("xgboost", "age", early_stopping=True)(trial)
+    assert params["n_estimators"] == XGB_MAX_TREES
+    assert "n_estimators" not in trial.params  # not a searched dimension
+    # linear models have no trees: the flag changes nothing
+    assert search_space("ridge", "age", early_stopping=True) is search_space("ridge", "age")
+
+
+@pytest.mark.parametrize("target", ["age", "sex"])
+def test_early_stopping_predicts_with_the_best_round(cohort: Any, target: str) -> None:
+    """The validation predictions are those of the same pipeline grown to the best round
+    (preprocessing and the log-age target handled as in a plain fit)."""
+    X, age, sex = cohort
+    y = age if target == "age" else sex
+    factory = make_age_model if target == "age" else make_sex_model
+    kind = "regression" if target == "age" else "classification"
+    params = {"n_estimators": 400, "learning_rate": 0.3, "max_depth": 3}
+    model = factory("xgboost", params, etiv_adjust=True, random_state=0)
+    pred, trees = fit_early_stopped(
+        model, X[:160], y[:160], X[160:], y[160:], rounds=15, kind=kind
+    )
+    assert trees is not None and 1 <= trees < 400
+    plain = factory("xgboost", {**params, "n_estimators": trees}, etiv_adjust=True,
+                    random_state=0).fit(X[:160], y[:160])  # fmt: skip
+    expected = plain.predict(X[160:]) if target == "age" else plain.predict_proba(X[160:])[:, 1]
+    np.testing.assert_allclose(pred, expected, rtol=1e-5)
+
+
+def test_early_stopping_leaves_other_models_alone(cohort: Any) -> None:
+    X, age, _ = cohort
+    model = make_age_model("ridge", {"alpha": 3.0}, etiv_adjust=False, random_state=0)
+    pred, trees = fit_early_stopped(
+        model, X[:160], age[:160], X[160:], age[160:], rounds=15, kind="regression"
+    )
+    assert trees is None
+    np.testing.assert_allclose(pred, model.predict(X[160:]))
+    # rounds=None fits an XGBoost model exactly as configured
+    booster = make_age_model("xgboost", SMALL_XGB, etiv_adjust=False, random_state=0)
+    pred, trees = fit_early_stopped(
+        booster, X[:160], age[:160], X[160:], age[160:], rounds=None, kind="regression"
+    )
+    assert trees is None and booster.named_steps["model"].regressor_.n_estimators == 20
+
+
+def test_tuning_with_early_stopping_refits_with_the_measured_tree_count(
+    cohort: Any, tmp_path: Path
+) -> None:
+    from morphml.evaluation import tune
+
+    X, age, _ = cohort
+    splits = [(np.arange(0, 240)[np.arange(240) % 3 != k], np.arange(240)[np.arange(240) % 3 == k])
+              for k in range(3)]  # fmt: skip
+
+    def build(params: dict[str, Any]) -> Pipeline:
+        return make_age_model("xgboost", {**params, "max_depth": 2}, etiv_adjust=False,
+                              random_state=0)  # fmt: skip
+
+    space = search_space("xgboost", "age", early_stopping=True)
+    journal = tmp_path / "age.journal"
+    first = tune(build, space, X, age, splits, kind="regression", trials=3, timeout=None,
+                 seed=0, storage_path=journal, study_name="age",
+                 early_stopping_rounds=10)  # fmt: skip
+    trees = first.params["n_estimators"]
+    assert 1 <= trees < XGB_MAX_TREES
+    # the count is the mean of the inner folds' best rounds under the best parameters
+    counts = []
+    for tr, va in splits:
+        grown = {**first.params, "n_estimators": XGB_MAX_TREES}
+        _, n = fit_early_stopped(build(grown), X.iloc[tr], age[tr], X.iloc[va], age[va],
+                                 rounds=10, kind="regression")  # fmt: skip
+        counts.append(n)
+    assert trees == round(float(np.mean(counts)))
+    # a resumed study (best trial from the journal) gives the same parameters
+    again = tune(build, space, X, age, splits, kind="regression", trials=3, timeout=None,
+                 seed=0, storage_path=journal, study_name="age",
+                 early_stopping_rounds=10)  # fmt: skip
+    assert again.params == first.params
+
+
+def test_median_imputer_matches_simple_imputer(rng: np.random.Generator) -> None:
+    from sklearn.impute import SimpleImputer
+
+    X = rng.normal(size=(101, 6))
+    X[rng.random(X.shape) < 0.2] = np.nan
+    test = rng.normal(size=(20, 6))
+    test[rng.random(test.shape) < 0.3] = np.nan
+    ours = MedianImputer().fit(X)
+    theirs = SimpleImputer(strategy="median").fit(X)
+    np.testing.assert_allclose(ours.statistics_, theirs.statistics_)
+    np.testing.assert_allclose(ours.transform(test), theirs.transform(test))
+    assert not np.isnan(test[:, 0]).all()  # the input is not modified in place
+    # a column never observed in training is kept and filled with 0 (SimpleImputer drops it)
+    X[:, 2] = np.nan
+    frame = pd.DataFrame(X, columns=list("abcdef"))
+    out = MedianImputer().fit(frame)
+    assert out.transform(frame).shape == (101, 6) and (out.transform(frame)[:, 2] == 0).all()
+    assert list(out.get_feature_names_out()) == list("abcdef")
+
+
 # --------------------------------------------------------------------------- device
 
 
@@ -486,7 +590,7 @@ def test_coefficient_file_reproduces_linear_predictions(cohort: Any, tmp_path: P
             for column, slope in zip(step["columns"], step["slopes"], strict=True):
                 frame[column] = frame[column] - slope * (etiv - step["etiv_mean"])
             frame = frame.drop(columns=step["etiv_column"])
-        elif step["type"] == "SimpleImputer":
+        elif step["type"] in ("SimpleImputer", "MedianImputer"):
             frame = frame.fillna(dict(zip(frame.columns, step["statistics"], strict=True)))
         elif step["type"] == "StandardScaler":
             frame = (frame - np.array(step["mean"])) / np.array(step["scale"])

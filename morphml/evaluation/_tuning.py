@@ -117,19 +117,33 @@ class _Objective:
     y: np.ndarray
     splits: list[tuple[np.ndarray, np.ndarray]]
     kind: str
+    early_stopping_rounds: int | None = None
 
     def evaluate(self, trial: optuna.Trial) -> tuple[float, np.ndarray]:
+        from morphml.models import fit_early_stopped
+
         params = self.space(trial)
         oof = np.full(len(self.y), np.nan)
         losses = []
+        trees = []
         for step, (tr, va) in enumerate(self.splits):
-            model = self.build(params).fit(self.X.iloc[tr], self.y[tr])
-            oof[va] = predict_scores(model, self.X.iloc[va], self.kind)
+            oof[va], n_trees = fit_early_stopped(
+                self.build(params), self.X.iloc[tr], self.y[tr], self.X.iloc[va], self.y[va],
+                rounds=self.early_stopping_rounds, kind=self.kind,
+            )  # fmt: skip
+            if n_trees is not None:
+                trees.append(n_trees)
             losses.append(_loss(self.kind, self.y[va], oof[va]))
             trial.report(float(np.mean(losses)), step)
             if trial.should_prune():
                 raise optuna.TrialPruned()
+        if trees:  # the refit grows as many trees as the inner folds needed on average
+            trial.set_user_attr(_MEASURED, {"n_estimators": round(float(np.mean(trees)))})
         return float(np.mean(losses)), oof
+
+
+# user attribute of a trial: parameters measured while it ran (early-stopped tree counts)
+_MEASURED = "measured_params"
 
 
 def _sampler_pruner(seed: int, pruning: bool) -> tuple[Any, optuna.pruners.BasePruner]:
@@ -185,6 +199,7 @@ def tune(
     pruning: bool = True,
     storage: str | os.PathLike[str] | None = None,
     client: Any = None,
+    early_stopping_rounds: int | None = None,
 ) -> TuningResult:
     """Minimise the inner-fold loss (MAE, or log loss for classification) over ``space``.
 
@@ -193,6 +208,11 @@ def tune(
 
     Parameters
     ----------
+    early_stopping_rounds : int, optional
+        XGBoost models stop adding trees once an inner validation fold's loss has not improved
+        for this many rounds (see :func:`morphml.models.fit_early_stopped`); the returned
+        ``n_estimators`` is the mean of the inner folds' best counts. Pair it with
+        ``search_space(..., early_stopping=True)``.
     storage_path : Path, optional
         A journal file holding the study (an interrupted tuning resumes from it).
     storage : str or path-like, optional
@@ -221,7 +241,7 @@ def tune(
         direction="minimize",
         load_if_exists=True,
     )
-    objective = _Objective(build, space, X, y, splits, kind)
+    objective = _Objective(build, space, X, y, splits, kind, early_stopping_rounds)
     oofs: dict[int, np.ndarray] = {}
     done = len([t for t in study.trials if t.state.is_finished()])
     remaining = max(trials - done, 0)
@@ -298,6 +318,8 @@ def _params_of(
     trial: optuna.trial.FrozenTrial, space: Callable[[optuna.Trial], dict[str, Any]]
 ) -> dict[str, Any]:
     """The parameters the space built for this trial (spaces may derive values from trial
-    suggestions, so replay the space on a fixed trial)."""
+    suggestions, so replay the space on a fixed trial), with those the trial measured."""
     fixed = optuna.trial.FixedTrial(trial.params)
-    return space(fixed)  # type: ignore[arg-type]
+    params = space(fixed)  # type: ignore[arg-type]
+    params.update(trial.user_attrs.get(_MEASURED, {}))
+    return params

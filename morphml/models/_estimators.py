@@ -15,15 +15,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.compose import TransformedTargetRegressor
-from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from morphml.exceptions import DeviceError
-from morphml.models._preprocess import EtivAdjuster, FeatureGuard, ModelConfigError
+from morphml.models._preprocess import EtivAdjuster, FeatureGuard, MedianImputer, ModelConfigError
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
@@ -31,8 +30,10 @@ if TYPE_CHECKING:
 __all__ = [
     "AGE_MODELS",
     "SEX_MODELS",
+    "XGB_MAX_TREES",
     "DeviceError",
     "default_params",
+    "fit_early_stopped",
     "make_age_model",
     "make_sex_model",
     "resolve_device",
@@ -63,6 +64,9 @@ _XGB_DEFAULTS: dict[str, Any] = {
     "colsample_bytree": 0.8,
     "reg_lambda": 1.0,
     "reg_alpha": 0.0,
+    # 64 histogram bins per feature instead of 256: on 5,300 scans x 1,000 features a tree
+    # takes 12 ms instead of 33 ms (depth 4, 2 threads), with the same validation error
+    "max_bin": 64,
 }
 _DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     # fcon1000 (218 features, leave-one-site-out, log target): MAE 7.3 y at alpha=10, 6.5 at 100
@@ -161,7 +165,7 @@ def _front(etiv_adjust: bool) -> list[tuple[str, Any]]:
 
 
 def _linear_front() -> list[tuple[str, Any]]:
-    return [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+    return [("impute", MedianImputer()), ("scale", StandardScaler())]
 
 
 def make_age_model(
@@ -337,6 +341,17 @@ def _suggest_xgboost(trial: BaseTrial) -> dict[str, Any]:
     # thousands of slow ones; the learning-rate range compensates).
     return {
         "n_estimators": trial.suggest_int("n_estimators", 100, 600, step=50),
+        **_suggest_xgboost_trees(trial),
+    }
+
+
+def _suggest_xgboost_early_stopped(trial: BaseTrial) -> dict[str, Any]:
+    # the number of trees is measured by early stopping, not searched
+    return {"n_estimators": XGB_MAX_TREES, **_suggest_xgboost_trees(trial)}
+
+
+def _suggest_xgboost_trees(trial: BaseTrial) -> dict[str, Any]:
+    return {
         "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
         "max_depth": trial.suggest_int("max_depth", 2, 6),
         "min_child_weight": trial.suggest_float("min_child_weight", 1.0, 20.0, log=True),
@@ -355,12 +370,14 @@ _SPACES: dict[str, Callable[[BaseTrial], dict[str, Any]]] = {
 }
 
 
-def search_space(name: str, target: str) -> Callable[[BaseTrial], dict[str, Any]]:
+def search_space(
+    name: str, target: str, *, early_stopping: bool = False
+) -> Callable[[BaseTrial], dict[str, Any]]:
     """The Optuna search space of a model, as a function of a trial.
 
     Ridge ``alpha``: log-uniform 1e-2–1e4. Logistic ``C``: log-uniform 1e-4–1e2 (elastic-net
-    adds ``l1_ratio`` in 0–1). XGBoost: ``n_estimators`` 100–1500, ``learning_rate`` 0.01–0.3
-    (log), ``max_depth`` 2–8, ``min_child_weight`` 1–20 (log), ``subsample`` 0.5–1,
+    adds ``l1_ratio`` in 0–1). XGBoost: ``n_estimators`` 100–600 (step 50), ``learning_rate``
+    0.02–0.3 (log), ``max_depth`` 2–6, ``min_child_weight`` 1–20 (log), ``subsample`` 0.5–1,
     ``colsample_bytree`` 0.3–1, ``reg_lambda`` 1e-3–100 (log), ``reg_alpha`` 1e-3–10 (log).
 
     Parameters
@@ -369,6 +386,10 @@ def search_space(name: str, target: str) -> Callable[[BaseTrial], dict[str, Any]
         Model name (see :func:`default_params`).
     target : {"age", "sex"}
         What the model predicts.
+    early_stopping : bool, default=False
+        XGBoost only: leave ``n_estimators`` out of the search and set it to the cap
+        :data:`XGB_MAX_TREES`; :func:`fit_early_stopped` then measures how many trees each
+        trial needs.
 
     Returns
     -------
@@ -385,7 +406,88 @@ def search_space(name: str, target: str) -> Callable[[BaseTrial], dict[str, Any]
     {'alpha': 5.0}
     """
     _check_name(name, target)
+    if early_stopping and name == "xgboost":
+        return _suggest_xgboost_early_stopped
     return _SPACES[name]
+
+
+#: the most trees an early-stopped XGBoost trial may grow
+XGB_MAX_TREES = 2000
+
+
+def fit_early_stopped(
+    model: Pipeline,
+    X: Any,
+    y: np.ndarray,
+    X_val: Any,
+    y_val: np.ndarray,
+    *,
+    rounds: int | None,
+    kind: str,
+) -> tuple[np.ndarray, int | None]:
+    """Fit a pipeline on ``(X, y)`` and predict ``X_val``; XGBoost stops adding trees early.
+
+    For an XGBoost pipeline with ``rounds`` set, the preprocessing steps are fitted on
+    ``(X, y)`` only and applied to ``X_val``; trees are then added until the loss on the
+    validation rows (RMSE of the fitted target, log loss for classification) has not improved
+    for ``rounds`` rounds, and ``X_val`` is predicted with the trees up to the best round.
+    Other models are simply fitted. The validation rows choose the number of trees, so use
+    them only where they are also the rows that score the parameters (inner tuning folds),
+    never an outer test fold.
+
+    Parameters
+    ----------
+    model : Pipeline
+        Unfitted, from :func:`make_age_model` or :func:`make_sex_model` (fitted in place).
+    X, y : training rows
+    X_val, y_val : validation rows
+    rounds : int or None
+        Early-stopping patience; None fits the model as configured.
+    kind : {"regression", "classification"}
+        What to predict: values, or P(class 1).
+
+    Returns
+    -------
+    predictions : ndarray
+        For ``X_val``.
+    n_trees : int or None
+        The best number of trees (None unless early stopping ran).
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from morphml.models import fit_early_stopped, make_age_model
+    >>> rng = np.random.default_rng(0)
+    >>> X = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"])
+    >>> age = 40 + 10 * X["a"].to_numpy() + rng.normal(size=200)
+    >>> model = make_age_model("xgboost", {"n_estimators": 500}, etiv_adjust=False,
+    ...                        random_state=0)
+    >>> pred, trees = fit_early_stopped(model, X[:150], age[:150], X[150:], age[150:],
+    ...                                 rounds=20, kind="regression")
+    >>> pred.shape, trees < 500
+    ((50,), True)
+    """
+    final = model.steps[-1][1]
+    wrapped = isinstance(final, TransformedTargetRegressor)
+    booster = final.regressor if wrapped else final
+    from xgboost import XGBModel
+
+    if rounds is None or not isinstance(booster, XGBModel):
+        model.fit(X, y)
+        if kind == "classification":
+            return np.asarray(model.predict_proba(X_val))[:, 1], None
+        return np.asarray(model.predict(X_val), dtype=np.float64), None
+    front = Pipeline(model.steps[:-1])
+    Xt = front.fit_transform(X, y)
+    Xv = front.transform(X_val)
+    yt, yv = (final.func(y), final.func(y_val)) if wrapped else (y, y_val)
+    booster = clone(booster).set_params(early_stopping_rounds=rounds)
+    booster.fit(Xt, yt, eval_set=[(Xv, yv)], verbose=False)
+    trees = int(booster.best_iteration) + 1
+    if kind == "classification":
+        return np.asarray(booster.predict_proba(Xv))[:, 1], trees
+    pred = np.asarray(booster.predict(Xv), dtype=np.float64)
+    return (np.asarray(final.inverse_func(pred)) if wrapped else pred), trees
 
 
 @functools.cache

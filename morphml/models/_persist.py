@@ -35,7 +35,12 @@ from sklearn.utils.validation import check_is_fitted
 from morphml._version import __version__
 from morphml.exceptions import ModelFileError, UntrustedModelError
 from morphml.models._estimators import resolve_device
-from morphml.models._preprocess import EtivAdjuster, FeatureGuard, ModelConfigError
+from morphml.models._preprocess import (
+    EtivAdjuster,
+    FeatureGuard,
+    MedianImputer,
+    ModelConfigError,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -63,6 +68,7 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
         for cls in (
             FeatureGuard,
             EtivAdjuster,
+            MedianImputer,
             Pipeline,
             TransformedTargetRegressor,
             FunctionTransformer,
@@ -173,9 +179,9 @@ def _coefficients(model: Any) -> dict[str, Any] | None:
                 "columns": [str(c) for c in step.columns_],
                 "slopes": _floats(step.slopes_),
             }
-        elif isinstance(step, SimpleImputer):
+        elif isinstance(step, (SimpleImputer, MedianImputer)):
             entry = {
-                "type": "SimpleImputer",
+                "type": type(step).__name__,
                 "strategy": step.strategy,
                 "statistics": _floats(step.statistics_),
             }

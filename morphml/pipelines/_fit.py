@@ -88,14 +88,22 @@ def _git_commit() -> str | None:
 
 
 def _model_factory(
-    target: str, name: str, etiv: bool, seed: int, device: str, harmonize: Any = None
+    target: str,
+    name: str,
+    etiv: bool,
+    seed: int,
+    device: str,
+    harmonize: Any = None,
+    threads: int = 2,
 ) -> Any:
     from morphml.models import make_age_model, make_sex_model
 
     maker = make_age_model if target == "age" else make_sex_model
 
     def build(params: dict[str, Any]) -> Any:
-        model = maker(name, params, etiv_adjust=etiv, random_state=seed, device=device, n_jobs=2)
+        model = maker(
+            name, params, etiv_adjust=etiv, random_state=seed, device=device, n_jobs=threads
+        )
         if harmonize is not None and harmonize.method == "combat":
             model.steps.insert(0, ("harmonize", harmonize_step(harmonize, target)))
         return model
@@ -343,8 +351,12 @@ def fit_pretrain(
         for label, name, etiv in _variants(config, target):
             from morphml.models import search_space
 
-            build = _model_factory(target, name, etiv, config.seed, device, config.harmonize)
-            space = search_space(name, target)
+            build = _model_factory(
+                target, name, etiv, config.seed, device, config.harmonize, _threads(config)
+            )
+            space = search_space(
+                name, target, early_stopping=config.tuning.early_stopping_rounds is not None
+            )
             result: dict[str, Any] = {}
             for scheme in config.validation.schemes:
                 splits = outer_splits(
@@ -425,6 +437,31 @@ class _Studies:
         return {**where, "client": self.scheduler}
 
 
+def _jobs(config: PretrainConfig, studies: _Studies | None, tasks: int) -> int:
+    """Processes for independent tunings (1 when a Dask cluster runs the trials)."""
+    if studies is not None and studies.scheduler is not None:
+        return 1
+    return max(1, min(config.tuning.n_jobs, tasks))
+
+
+def _threads(config: PretrainConfig) -> int:
+    """XGBoost threads per model: two, or one when tunings run in parallel processes."""
+    return 2 if config.tuning.n_jobs == 1 else 1
+
+
+def _run_tasks(jobs: int, function: Any, tasks: list[tuple[Any, ...]]) -> list[Any]:
+    """``function(*task)`` for every task, in order; in ``jobs`` processes when above 1.
+
+    Every task has its own seeds and its own study, so the results are those of a
+    sequential run whatever order the processes finish in.
+    """
+    if jobs == 1:
+        return [function(*task) for task in tasks]
+    from joblib import Parallel, delayed
+
+    return list(Parallel(n_jobs=jobs)(delayed(function)(*task) for task in tasks))
+
+
 def _outer_loop(
     config: PretrainConfig,
     frame: FeatureFrame,
@@ -441,63 +478,86 @@ def _outer_loop(
     tuned: dict[str, Any],
     studies: _Studies | None = None,
 ) -> pd.DataFrame:
-
+    tasks = [
+        (config, frame, X, y, train, test, k, scheme, target, label, kind, build, space,
+         run_dir, studies)
+        for k, (train, test) in enumerate(splits)
+    ]  # fmt: skip
     rows = []
-    for k, (train, test) in enumerate(splits):
-        inner = inner_splits(
-            scheme,
-            frame.meta,
-            train,
-            folds=config.tuning.inner_folds,
-            seed=stable_seed(config.seed, "inner", target, label, scheme, k),
-            stratify=None if target == "age" else y.astype(int),
-        )
-        Xtr = _site_columns_for(X, train, test)
-        result = tune(
-            build,
-            space,
-            Xtr,
-            y[train],
-            inner,
-            kind=kind,
-            trials=config.tuning.trials,
-            timeout=config.tuning.timeout,
-            seed=stable_seed(config.seed, "tpe", target, label, scheme, k),
-            **(studies or _Studies()).args(
-                run_dir / "studies" / f"{target}-{label}-{scheme}.journal",
-                f"{target}-{label}-{scheme}-fold{k}",
-            ),
-            pruning=config.tuning.pruning,
-        )
-        tuned[f"{target}/{label}/{scheme}/fold{k}"] = {
-            "params": result.params,
-            "inner_loss": result.score,
-            "trials": result.n_trials,
-        }
-        model = build(result.params).fit(Xtr, y[train])
-        Xte = X.iloc[test][Xtr.columns]
-        pred = predict_scores(model, Xte, kind)
-        fold = pd.DataFrame(
-            {
-                "scan_key": X.index[test],
-                "subject_key": frame.meta["subject_key"].to_numpy()[test],
-                "site": frame.meta["site"].to_numpy()[test],
-                "sex": frame.meta["sex"].to_numpy()[test],
-                "target": target,
-                "model": label,
-                "scheme": SCHEME_KEYS[scheme],
-                "fold": k,
-                "y_true": y[test],
-                "y_pred": pred,
-            }
-        )
-        if target == "age":
-            corrector = _bias_corrector(y[train], result.oof)
-            fold["y_pred_corrected"] = (
-                corrector.transform(y[test], pred) if corrector is not None else pred
-            )
+    for key, entry, fold in _run_tasks(_jobs(config, studies, len(tasks)), _outer_fold, tasks):
+        tuned[key] = entry
         rows.append(fold)
     return pd.concat(rows, ignore_index=True)
+
+
+def _outer_fold(
+    config: PretrainConfig,
+    frame: FeatureFrame,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    k: int,
+    scheme: str,
+    target: str,
+    label: str,
+    kind: str,
+    build: Any,
+    space: Any,
+    run_dir: Path,
+    studies: _Studies | None,
+) -> tuple[str, dict[str, Any], pd.DataFrame]:
+    """Tune on the training part of one outer split, refit, predict its test part."""
+    inner = inner_splits(
+        scheme,
+        frame.meta,
+        train,
+        folds=config.tuning.inner_folds,
+        seed=stable_seed(config.seed, "inner", target, label, scheme, k),
+        stratify=None if target == "age" else y.astype(int),
+    )
+    Xtr = _site_columns_for(X, train, test)
+    result = tune(
+        build,
+        space,
+        Xtr,
+        y[train],
+        inner,
+        kind=kind,
+        trials=config.tuning.trials,
+        timeout=config.tuning.timeout,
+        seed=stable_seed(config.seed, "tpe", target, label, scheme, k),
+        **(studies or _Studies()).args(
+            run_dir / "studies" / f"{target}-{label}-{scheme}.journal",
+            f"{target}-{label}-{scheme}-fold{k}",
+        ),
+        pruning=config.tuning.pruning,
+        early_stopping_rounds=config.tuning.early_stopping_rounds,
+    )
+    entry = {"params": result.params, "inner_loss": result.score, "trials": result.n_trials}
+    model = build(result.params).fit(Xtr, y[train])
+    Xte = X.iloc[test][Xtr.columns]
+    pred = predict_scores(model, Xte, kind)
+    fold = pd.DataFrame(
+        {
+            "scan_key": X.index[test],
+            "subject_key": frame.meta["subject_key"].to_numpy()[test],
+            "site": frame.meta["site"].to_numpy()[test],
+            "sex": frame.meta["sex"].to_numpy()[test],
+            "target": target,
+            "model": label,
+            "scheme": SCHEME_KEYS[scheme],
+            "fold": k,
+            "y_true": y[test],
+            "y_pred": pred,
+        }
+    )
+    if target == "age":
+        corrector = _bias_corrector(y[train], result.oof)
+        fold["y_pred_corrected"] = (
+            corrector.transform(y[test], pred) if corrector is not None else pred
+        )
+    return f"{target}/{label}/{scheme}/fold{k}", entry, fold
 
 
 def _bias_corrector(age: np.ndarray, oof: np.ndarray) -> Any:
@@ -579,72 +639,99 @@ def _final_models(
     studies: _Studies | None = None,
 ) -> dict[str, Any]:
     """Tune and refit every model on all scans; save them with a sidecar."""
-    from morphml.models import save_model, search_space
-
     models_dir = run_dir / "models"
     if models_dir.exists():
         shutil.rmtree(models_dir)
     models_dir.mkdir()
     out: dict[str, Any] = {}
-    all_idx = np.arange(len(frame.meta))
     versions = sorted(
         {f"{s} {v}" for s, v in zip(frame.meta["software"], frame.meta["version"], strict=True)}
     )
     atlases = sorted({f.split(".", 1)[0] for f in frame.feature_ids})
-    for target in config.targets:
-        y, _ = target_vector(frame.meta, target)
-        kind = "regression" if target == "age" else "classification"
-        for label, name, etiv in _variants(config, target):
-            build = _model_factory(target, name, etiv, config.seed, device, config.harmonize)
-            space = search_space(name, target)
-            inner = inner_splits(
-                "kfold",
-                frame.meta,
-                all_idx,
-                folds=config.tuning.inner_folds,
-                seed=stable_seed(config.seed, "final-inner", target, label),
-                stratify=None if target == "age" else y.astype(int),
-            )
-            result = tune(
-                build,
-                space,
-                X,
-                y,
-                inner,
-                kind=kind,
-                trials=config.tuning.trials,
-                timeout=config.tuning.timeout,
-                seed=stable_seed(config.seed, "final-tpe", target, label),
-                **(studies or _Studies()).args(
-                    run_dir / "studies" / f"{target}-{label}-final.journal",
-                    f"{target}-{label}-final",
-                ),
-                pruning=config.tuning.pruning,
-            )
-            model = build(result.params).fit(X, y)
-            sidecar: dict[str, Any] = {
-                "target": target,
-                "model": label,
-                "params": result.params,
-                "etiv_adjusted": etiv,
-                "atlases": atlases,
-                "software_versions": versions,
-                "training_data_hash": frame.data_hash(),
-                "n_training_scans": len(y),
-                "site_covariates": [c for c in X.columns if c.startswith(SITE_PREFIX)],
-                "feature_transforms": {
-                    "log_volumes": config.features.log_volumes,
-                    "relative_thickness": config.features.relative_thickness,
-                },
-            }
-            if target == "age":
-                corrector = _bias_corrector(y, result.oof)
-                if corrector is not None:
-                    sidecar["bias_correction"] = corrector.to_dict()
-            stem = models_dir / f"{target}-{label}"
-            files = save_model(model, stem, sidecar=sidecar)
-            out[f"{target}/{label}"] = {
-                "files": [str(f.relative_to(run_dir)) for f in files],
-                "params": result.params,
-            }
+    tasks = [
+        (config, frame, X, target, label, name, etiv, device, run_dir, studies, versions, atlases)
+        for target in config.targets
+        for label, name, etiv in _variants(config, target)
+    ]  # fmt: skip
+    for key, entry in _run_tasks(_jobs(config, studies, len(tasks)), _final_model, tasks):
+        out[key] = entry
     return out
+
+
+def _final_model(
+    config: PretrainConfig,
+    frame: FeatureFrame,
+    X: pd.DataFrame,
+    target: str,
+    label: str,
+    name: str,
+    etiv: bool,
+    device: str,
+    run_dir: Path,
+    studies: _Studies | None,
+    versions: list[str],
+    atlases: list[str],
+) -> tuple[str, dict[str, Any]]:
+    """Tune and refit one model on all scans; save it with its sidecar."""
+    from morphml.models import save_model, search_space
+
+    y, _ = target_vector(frame.meta, target)
+    kind = "regression" if target == "age" else "classification"
+    all_idx = np.arange(len(frame.meta))
+    build = _model_factory(
+        target, name, etiv, config.seed, device, config.harmonize, _threads(config)
+    )
+    space = search_space(
+        name, target, early_stopping=config.tuning.early_stopping_rounds is not None
+    )
+    inner = inner_splits(
+        "kfold",
+        frame.meta,
+        all_idx,
+        folds=config.tuning.inner_folds,
+        seed=stable_seed(config.seed, "final-inner", target, label),
+        stratify=None if target == "age" else y.astype(int),
+    )
+    result = tune(
+        build,
+        space,
+        X,
+        y,
+        inner,
+        kind=kind,
+        trials=config.tuning.trials,
+        timeout=config.tuning.timeout,
+        seed=stable_seed(config.seed, "final-tpe", target, label),
+        **(studies or _Studies()).args(
+            run_dir / "studies" / f"{target}-{label}-final.journal",
+            f"{target}-{label}-final",
+        ),
+        pruning=config.tuning.pruning,
+        early_stopping_rounds=config.tuning.early_stopping_rounds,
+    )
+    model = build(result.params).fit(X, y)
+    sidecar: dict[str, Any] = {
+        "target": target,
+        "model": label,
+        "params": result.params,
+        "etiv_adjusted": etiv,
+        "atlases": atlases,
+        "software_versions": versions,
+        "training_data_hash": frame.data_hash(),
+        "n_training_scans": len(y),
+        "site_covariates": [c for c in X.columns if c.startswith(SITE_PREFIX)],
+        "feature_transforms": {
+            "log_volumes": config.features.log_volumes,
+            "relative_thickness": config.features.relative_thickness,
+        },
+    }
+    if target == "age":
+        corrector = _bias_corrector(y, result.oof)
+        if corrector is not None:
+            sidecar["bias_correction"] = corrector.to_dict()
+    stem = run_dir / "models" / f"{target}-{label}"
+    files = save_model(model, stem, sidecar=sidecar)
+    return f"{target}/{label}", {
+        "files": [str(f.relative_to(run_dir)) for f in files],
+        "params": result.params,
+    }

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, clone
-from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from morphml.exceptions import TransferError
+from morphml.models import MedianImputer
 from morphml.transfer._normative import NormativeModel
 from morphml.transfer._pretrained import PretrainedRun
 from morphml.transfer._representations import (
@@ -210,7 +210,7 @@ class HeadFactory:
         if name == "leaf_embedding":  # sparse one-hot: no imputation or centring
             return Pipeline([("rep", rep), ("model", self._linear(seed, penalty))])
         return Pipeline([
-            ("rep", rep), ("impute", SimpleImputer(strategy="median")),
+            ("rep", rep), ("impute", MedianImputer()),
             ("scale", StandardScaler()), ("model", self._linear(seed, penalty)),
         ])  # fmt: skip
 
