@@ -24,6 +24,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from importlib import metadata
@@ -343,6 +344,7 @@ def fit_pretrain(
         metrics["harmonization"] = harmonization_diagnostics(config, X, frame)
     predictions: list[pd.DataFrame] = []
     tuned: dict[str, Any] = {}
+    seconds: dict[str, float] = {}  # wall-clock time of each tuning, for the manifest
     for target in config.targets:
         y, _ = target_vector(frame.meta, target)
         kind = "regression" if target == "age" else "classification"
@@ -367,14 +369,18 @@ def fit_pretrain(
                     external_source=config.validation.external_source,
                     stratify=stratify,
                 )
+                started = time.perf_counter()
                 preds = _outer_loop(
                     config, frame, X, y, splits, scheme, target, label, kind, build, space,
                     run_dir, tuned, studies,
                 )  # fmt: skip
+                seconds[f"{target}/{label}/{SCHEME_KEYS[scheme]}"] = round(
+                    time.perf_counter() - started, 1
+                )
                 predictions.append(preds)
                 result[SCHEME_KEYS[scheme]] = _score(config, target, preds, frame)
             metrics["targets"][target][label] = result
-    final = _final_models(config, frame, X, device, run_dir, studies)
+    final = _final_models(config, frame, X, device, run_dir, studies, seconds)
     pred_table = pd.concat(predictions, ignore_index=True)
     pred_table.to_parquet(run_dir / "predictions.parquet", index=False)
     run_id = uuid.uuid4().hex[:16]
@@ -401,6 +407,7 @@ def fit_pretrain(
         "cohort": describe(frame),
         "tuning": tuned,
         "final_models": final,
+        "seconds": seconds,
         "git_commit": _git_commit(),
     }
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -637,8 +644,10 @@ def _final_models(
     device: str,
     run_dir: Path,
     studies: _Studies | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Tune and refit every model on all scans; save them with a sidecar."""
+    """Tune and refit every model on all scans; save them with a sidecar (and put each
+    model's wall-clock seconds in ``seconds``)."""
     models_dir = run_dir / "models"
     if models_dir.exists():
         shutil.rmtree(models_dir)
@@ -653,8 +662,10 @@ def _final_models(
         for target in config.targets
         for label, name, etiv in _variants(config, target)
     ]  # fmt: skip
-    for key, entry in _run_tasks(_jobs(config, studies, len(tasks)), _final_model, tasks):
+    for key, entry, elapsed in _run_tasks(_jobs(config, studies, len(tasks)), _final_model, tasks):
         out[key] = entry
+        if seconds is not None:
+            seconds[f"{key}/final"] = elapsed
     return out
 
 
@@ -671,10 +682,11 @@ def _final_model(
     studies: _Studies | None,
     versions: list[str],
     atlases: list[str],
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, dict[str, Any], float]:
     """Tune and refit one model on all scans; save it with its sidecar."""
     from morphml.models import save_model, search_space
 
+    started = time.perf_counter()
     y, _ = target_vector(frame.meta, target)
     kind = "regression" if target == "age" else "classification"
     all_idx = np.arange(len(frame.meta))
@@ -731,7 +743,5 @@ def _final_model(
             sidecar["bias_correction"] = corrector.to_dict()
     stem = run_dir / "models" / f"{target}-{label}"
     files = save_model(model, stem, sidecar=sidecar)
-    return f"{target}/{label}", {
-        "files": [str(f.relative_to(run_dir)) for f in files],
-        "params": result.params,
-    }
+    entry = {"files": [str(f.relative_to(run_dir)) for f in files], "params": result.params}
+    return f"{target}/{label}", entry, round(time.perf_counter() - started, 1)
