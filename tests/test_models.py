@@ -364,6 +364,11 @@ def test_early_stopping_leaves_other_models_alone(cohort: Any) -> None:
     )
     assert trees is None
     np.testing.assert_allclose(pred, model.predict(X[160:]))
+    bare = Ridge(alpha=3.0)  # tuning accepts any estimator, not only morphml's pipelines
+    pred, trees = fit_early_stopped(
+        bare, X[:160], age[:160], X[160:], age[160:], rounds=15, kind="regression"
+    )
+    assert trees is None and np.allclose(pred, bare.predict(X[160:]))
     # rounds=None fits an XGBoost model exactly as configured
     booster = make_age_model("xgboost", SMALL_XGB, etiv_adjust=False, random_state=0)
     pred, trees = fit_early_stopped(

@@ -255,20 +255,22 @@ def test_brain_age_gap_does_not_help_when_disease_is_not_ageing(
 
 @pytest.mark.slow
 def test_permuted_labels_sit_at_chance(pretrained: tuple[Path, Path, Path]) -> None:
+    """Averaged over label permutations every representation scores chance. One permutation
+    of 90 labels is not enough: its AUC ranges from 0.40 to 0.68 by the draw alone."""
     factory, X, y = _factory(pretrained)
-    rng = np.random.default_rng(0)
     names = ("raw", "brain_age_gap", "normative_z", "sex_score")
     builders = {n: (lambda s, n=n: factory.build(n, s)) for n in names}
-    yp = y[rng.permutation(len(y))]
-    result = compare_representations(
-        X, yp, builders, kind="classification", folds=3, repeats=4, sizes=["all"], seed=2
-    )
-    for name in names:
-        cell = result.metrics["transfer"][name]["all"]
-        assert cell["auc_ci"][0] < 0.5 < cell["auc_ci"][1] or abs(cell["auc"] - 0.5) < 0.08, (
-            name,
-            cell,
+    aucs: dict[str, list[float]] = {name: [] for name in names}
+    for draw in range(5):
+        yp = y[np.random.default_rng(draw).permutation(len(y))]
+        result = compare_representations(
+            X, yp, builders, kind="classification", folds=3, repeats=2, sizes=["all"], seed=2
         )
+        for name in names:
+            aucs[name].append(result.metrics["transfer"][name]["all"]["auc"])
+    for name, values in aucs.items():
+        # the mean of 5 null AUCs has a standard deviation of about 0.035
+        assert abs(np.mean(values) - 0.5) < 0.09, (name, values)
 
 
 @pytest.mark.slow

@@ -416,7 +416,7 @@ XGB_MAX_TREES = 2000
 
 
 def fit_early_stopped(
-    model: Pipeline,
+    model: Any,
     X: Any,
     y: np.ndarray,
     X_val: Any,
@@ -437,8 +437,9 @@ def fit_early_stopped(
 
     Parameters
     ----------
-    model : Pipeline
-        Unfitted, from :func:`make_age_model` or :func:`make_sex_model` (fitted in place).
+    model : Pipeline or estimator
+        Unfitted, e.g. from :func:`make_age_model` or :func:`make_sex_model` (fitted in
+        place unless early stopping runs).
     X, y : training rows
     X_val, y_val : validation rows
     rounds : int or None
@@ -467,19 +468,22 @@ def fit_early_stopped(
     >>> pred.shape, trees < 500
     ((50,), True)
     """
-    final = model.steps[-1][1]
-    wrapped = isinstance(final, TransformedTargetRegressor)
-    booster = final.regressor if wrapped else final
     from xgboost import XGBModel
 
+    pipeline = isinstance(model, Pipeline)
+    final = model.steps[-1][1] if pipeline else model
+    wrapped = isinstance(final, TransformedTargetRegressor)
+    booster = final.regressor if wrapped else final
     if rounds is None or not isinstance(booster, XGBModel):
         model.fit(X, y)
         if kind == "classification":
             return np.asarray(model.predict_proba(X_val))[:, 1], None
         return np.asarray(model.predict(X_val), dtype=np.float64), None
-    front = Pipeline(model.steps[:-1])
-    Xt = front.fit_transform(X, y)
-    Xv = front.transform(X_val)
+    Xt, Xv = X, X_val
+    if pipeline and len(model.steps) > 1:
+        front = Pipeline(model.steps[:-1])
+        Xt = front.fit_transform(X, y)
+        Xv = front.transform(X_val)
     yt, yv = (final.func(y), final.func(y_val)) if wrapped else (y, y_val)
     booster = clone(booster).set_params(early_stopping_rounds=rounds)
     booster.fit(Xt, yt, eval_set=[(Xv, yv)], verbose=False)
