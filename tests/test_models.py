@@ -410,6 +410,8 @@ def test_tuning_with_early_stopping_refits_with_the_measured_tree_count(
                  seed=0, storage_path=journal, study_name="age",
                  early_stopping_rounds=10)  # fmt: skip
     assert again.params == first.params
+    # and the same out-of-fold predictions (redone as the trial made them, early-stopped)
+    np.testing.assert_allclose(again.oof, first.oof, rtol=1e-6)
 
 
 def test_median_imputer_matches_simple_imputer(rng: np.random.Generator) -> None:

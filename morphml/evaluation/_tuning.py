@@ -263,11 +263,16 @@ def tune(
         raise RuntimeError(f"tuning {study_name}: no trial completed (timeout too short?)")
     best = study.best_trial
     oof = oofs.get(best.number)
-    if oof is None:  # the best trial ran in an earlier, interrupted process: recompute
+    if oof is None:  # the best trial ran in an earlier, interrupted process: redo its fits
+        from morphml.models import fit_early_stopped
+
+        searched = space(optuna.trial.FixedTrial(best.params))  # type: ignore[arg-type]
         oof = np.full(len(y), np.nan)
         for tr, va in splits:
-            model = build(_params_of(best, space)).fit(X.iloc[tr], y[tr])
-            oof[va] = predict_scores(model, X.iloc[va], kind)
+            oof[va], _ = fit_early_stopped(
+                build(searched), X.iloc[tr], y[tr], X.iloc[va], y[va],
+                rounds=early_stopping_rounds, kind=kind,
+            )  # fmt: skip
     params = _params_of(best, space)
     score = float(best.value) if best.value is not None else float("nan")
     return TuningResult(params=params, score=score, oof=oof, n_trials=len(completed))
