@@ -405,6 +405,7 @@ def _tuning(manifest: dict[str, Any], config: PretrainConfig) -> dict[str, Any]:
         "timeout": config.tuning.timeout,
         "inner_folds": config.tuning.inner_folds,
         "pruning": config.tuning.pruning,
+        "early_stopping_rounds": config.tuning.early_stopping_rounds,
         "n_studies": len(trials),
         "trials_run": {"min": min(trials), "max": max(trials)} if trials else None,
     }

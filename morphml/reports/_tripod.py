@@ -300,6 +300,12 @@ def _pretrain_facts(summary: dict[str, Any]) -> dict[str, str]:
         + (f" (timeout {tun['timeout']} s)" if tun.get("timeout") else "")
         + f", {tun.get('inner_folds')} inner folds, pruning "
         + ("on" if tun.get("pruning") else "off")
+        + (
+            f"; XGBoost's number of trees set by early stopping on the inner folds (patience "
+            f"{tun['early_stopping_rounds']} rounds, refit with their mean)"
+            if tun.get("early_stopping_rounds") and "xgboost" in model_text.lower()
+            else ""
+        )
         + "; internal validation as in 12a. Rationale for the model types: for the authors."
     )
     facts["12d"] = (
