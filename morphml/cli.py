@@ -364,7 +364,7 @@ def fit(
         if pretrained is not None or allow_stale:
             raise _UsageError("--pretrained and --allow-stale apply to kind: transfer configs")
         result = fit_pretrain(config, db=db, out=out, resume=not no_resume, storage=storage,
-                              scheduler=scheduler)  # fmt: skip
+                              scheduler=scheduler, progress=sys.stderr.isatty())  # fmt: skip
         click.echo(f"run {result.run_id} written to {result.run_dir}")
         _echo_pretrain_metrics(result.metrics)
         return

@@ -144,6 +144,22 @@ def test_outer_folds_in_two_processes_give_the_sequential_results(
     )
 
 
+def test_progress_lines_name_each_tuning(
+    small_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = parse_config(config(validation={"schemes": ["kfold"], "folds": 3, "bootstrap": 200}))
+    fit_pretrain(cfg, db=small_db, out=tmp_path / "run", record=False, progress=True)
+    err = capsys.readouterr().err
+    for key in ("age/ridge/cv", "sex/logistic/cv", "sex/logistic_etiv_adjusted/cv"):
+        assert f"{key}: tuned and scored in" in err
+    assert "final models" in err
+    seconds = json.loads((tmp_path / "run" / "manifest.json").read_text())["seconds"]
+    assert set(seconds) == {
+        "age/ridge/cv", "sex/logistic/cv", "sex/logistic_etiv_adjusted/cv",
+        "age/ridge/final", "sex/logistic/final", "sex/logistic_etiv_adjusted/final",
+    }  # fmt: skip
+
+
 def test_predict_new_scans_and_refusals(small_db: Path, tmp_path: Path) -> None:
     cfg = parse_config(config(validation={"schemes": ["kfold"], "folds": 3, "bootstrap": 200}))
     fit_pretrain(cfg, db=small_db, out=tmp_path / "run")

@@ -299,6 +299,7 @@ def fit_pretrain(
     record: bool = True,
     storage: str | None = None,
     scheduler: Any = None,
+    progress: bool = False,
 ) -> RunResult:
     """Run a pretraining config and write its run directory.
 
@@ -316,6 +317,8 @@ def fit_pretrain(
         instead of journal files in the run directory.
     scheduler : str or distributed.Client, optional
         Run the tuning trials on this Dask cluster's workers (they share each study).
+    progress : bool, default False
+        Print a line to standard error as each model and scheme is done (long fits).
     """
     from morphml.models import resolve_device
 
@@ -374,12 +377,15 @@ def fit_pretrain(
                     config, frame, X, y, splits, scheme, target, label, kind, build, space,
                     run_dir, tuned, studies,
                 )  # fmt: skip
-                seconds[f"{target}/{label}/{SCHEME_KEYS[scheme]}"] = round(
-                    time.perf_counter() - started, 1
-                )
+                key = f"{target}/{label}/{SCHEME_KEYS[scheme]}"
+                seconds[key] = round(time.perf_counter() - started, 1)
+                if progress:
+                    print(f"  {key}: tuned and scored in {seconds[key]:.0f} s", file=sys.stderr)
                 predictions.append(preds)
                 result[SCHEME_KEYS[scheme]] = _score(config, target, preds, frame)
             metrics["targets"][target][label] = result
+    if progress:
+        print("  final models: tuning and refitting on all scans", file=sys.stderr)
     final = _final_models(config, frame, X, device, run_dir, studies, seconds)
     pred_table = pd.concat(predictions, ignore_index=True)
     pred_table.to_parquet(run_dir / "predictions.parquet", index=False)
