@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,21 +119,27 @@ class _Objective:
     kind: str
     early_stopping_rounds: int | None = None
 
-    def evaluate(self, trial: optuna.Trial) -> tuple[float, np.ndarray]:
+    def folds(self, params: dict[str, Any]) -> Iterator[tuple[np.ndarray, np.ndarray, int | None]]:
+        """Per inner fold: its validation rows, their predictions and the early-stopped
+        number of trees (None for models without trees)."""
         from morphml.models import fit_early_stopped
 
-        params = self.space(trial)
-        oof = np.full(len(self.y), np.nan)
-        losses = []
-        trees = []
-        for step, (tr, va) in enumerate(self.splits):
-            oof[va], n_trees = fit_early_stopped(
+        for tr, va in self.splits:
+            pred, n_trees = fit_early_stopped(
                 self.build(params), self.X.iloc[tr], self.y[tr], self.X.iloc[va], self.y[va],
                 rounds=self.early_stopping_rounds, kind=self.kind,
             )  # fmt: skip
+            yield va, pred, n_trees
+
+    def evaluate(self, trial: optuna.Trial) -> tuple[float, np.ndarray]:
+        oof = np.full(len(self.y), np.nan)
+        losses = []
+        trees = []
+        for step, (va, pred, n_trees) in enumerate(self.folds(self.space(trial))):
+            oof[va] = pred
             if n_trees is not None:
                 trees.append(n_trees)
-            losses.append(_loss(self.kind, self.y[va], oof[va]))
+            losses.append(_loss(self.kind, self.y[va], pred))
             trial.report(float(np.mean(losses)), step)
             if trial.should_prune():
                 raise optuna.TrialPruned()
@@ -264,15 +270,10 @@ def tune(
     best = study.best_trial
     oof = oofs.get(best.number)
     if oof is None:  # the best trial ran in an earlier, interrupted process: redo its fits
-        from morphml.models import fit_early_stopped
-
         searched = space(optuna.trial.FixedTrial(best.params))  # type: ignore[arg-type]
         oof = np.full(len(y), np.nan)
-        for tr, va in splits:
-            oof[va], _ = fit_early_stopped(
-                build(searched), X.iloc[tr], y[tr], X.iloc[va], y[va],
-                rounds=early_stopping_rounds, kind=kind,
-            )  # fmt: skip
+        for va, pred, _ in objective.folds(searched):
+            oof[va] = pred
     params = _params_of(best, space)
     score = float(best.value) if best.value is not None else float("nan")
     return TuningResult(params=params, score=score, oof=oof, n_trials=len(completed))

@@ -475,10 +475,7 @@ def fit_early_stopped(
     wrapped = isinstance(final, TransformedTargetRegressor)
     booster = final.regressor if wrapped else final
     if rounds is None or not isinstance(booster, XGBModel):
-        model.fit(X, y)
-        if kind == "classification":
-            return np.asarray(model.predict_proba(X_val))[:, 1], None
-        return np.asarray(model.predict(X_val), dtype=np.float64), None
+        return _scores(model.fit(X, y), X_val, kind), None
     Xt, Xv = X, X_val
     if pipeline and len(model.steps) > 1:
         front = Pipeline(model.steps[:-1])
@@ -487,11 +484,17 @@ def fit_early_stopped(
     yt, yv = (final.func(y), final.func(y_val)) if wrapped else (y, y_val)
     booster = clone(booster).set_params(early_stopping_rounds=rounds)
     booster.fit(Xt, yt, eval_set=[(Xv, yv)], verbose=False)
-    trees = int(booster.best_iteration) + 1
+    pred = _scores(booster, Xv, kind)  # XGBoost predicts with the trees up to the best round
+    if wrapped:
+        pred = np.asarray(final.inverse_func(pred), dtype=np.float64)
+    return pred, int(booster.best_iteration) + 1
+
+
+def _scores(estimator: Any, X: Any, kind: str) -> np.ndarray:
+    """Values for regression, P(class 1) for classification."""
     if kind == "classification":
-        return np.asarray(booster.predict_proba(Xv))[:, 1], trees
-    pred = np.asarray(booster.predict(Xv), dtype=np.float64)
-    return (np.asarray(final.inverse_func(pred)) if wrapped else pred), trees
+        return np.asarray(estimator.predict_proba(X))[:, 1]
+    return np.asarray(estimator.predict(X), dtype=np.float64)
 
 
 @functools.cache
