@@ -356,7 +356,11 @@ def test_sigkill_during_ingest_leaves_database_as_before(tmp_path: Path) -> None
         state = snapshot(db)
         if state not in (before, complete):
             diff = [k for k in state if state[k] not in (before[k], complete[k])]
-            raise AssertionError(f"partial state in {diff}: {[state[k] for k in diff]!r:.800}")
+            as_before = [k for k in state if state[k] == before[k] != complete[k]]
+            raise AssertionError(
+                f"partial state in {diff}: {[state[k] for k in diff]!r:.800}; tables as "
+                f"before the ingest: {as_before}, the others as after it (round {rounds})"
+            )
         # all or nothing: a kill after COMMIT leaves the complete ingest, never a part of it
         killed += proc.returncode != 0 and state == before
     assert killed >= 3, f"only {killed} of {rounds} kills landed before the commit"
