@@ -23,11 +23,13 @@ __all__ = [
     "ModelFileError",
     "ModelInputError",
     "MorphmlError",
+    "ReferenceModelError",
     "StatsFileError",
     "SubjectDirError",
     "TableImportError",
     "UnknownStatsKindError",
     "UntrustedModelError",
+    "UntrustedPickleError",
     "WithdrawalError",
 ]
 
@@ -155,3 +157,11 @@ class AuditError(MorphmlError, ValueError):
 
 class ProcessingError(MorphmlError, RuntimeError):
     """Image processing cannot be planned or run (no T1w, engine missing, bad runner)."""
+
+
+class ReferenceModelError(MorphmlError, ValueError):
+    """A reference model (file or published archive) cannot be read, written or applied."""
+
+
+class UntrustedPickleError(ReferenceModelError):
+    """A pickle in a model archive names a global outside the expected few (never loaded)."""

@@ -1,0 +1,369 @@
+"""Reference models: braincharts import, prediction against PCNtoolkit's own z, site adaptation."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from morphml.exceptions import ReferenceModelError, UntrustedPickleError
+from morphml.io import recognise_column
+from morphml.reference import ReferenceDeviations, ReferenceModel, import_braincharts
+from morphml.reference._basis import braincharts_knots, inverse_warp, spline_basis, warp
+from morphml.reference._unpickle import read_pickle
+
+from .conftest import SHARED_DATA
+
+BRAINCHARTS = SHARED_DATA / "braincharts"
+ARCHIVE_57K = BRAINCHARTS / "lifespan_57K_82sites.zip"
+ARCHIVE_DK = BRAINCHARTS / "lifespan_DK_46K_59sites.zip"
+ORACLE = SHARED_DATA / "pcntoolkit-demo" / "fcon1000_te_Z.csv"
+PALLIDUM = "aseg.na.Right-Pallidum.volume"
+
+
+@pytest.fixture(scope="module")
+def ref_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 57K archive imported once and saved in morphml's own format."""
+    out = tmp_path_factory.mktemp("ref") / "lifespan57k"
+    import_braincharts(ARCHIVE_57K).save(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ref(ref_dir: Path) -> ReferenceModel:
+    return ReferenceModel.load(ref_dir)
+
+
+@pytest.fixture(scope="module")
+def oracle() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The fcon1000/COBRE rows: features + meta columns, and PCNtoolkit's z per canonical id."""
+    df = pd.read_csv(ORACLE)
+    zcols = [c for c in df.columns if c.endswith("_Z_predict")]
+    ids = {c: recognise_column(c.removesuffix("_Z_predict")) for c in zcols}
+    X = pd.DataFrame({ids[c]: df[c.removesuffix("_Z_predict")] for c in zcols})
+    X["meta:age"] = df["age"]
+    X["meta:sex"] = df["sex"]
+    X["meta:site"] = df["site"]
+    X["meta:control"] = (df["group"].fillna("Control") == "Control").astype(int)
+    Z = pd.DataFrame({ids[c]: df[c] for c in zcols})
+    return X, Z
+
+
+# ---------------------------------------------------------------------------- import
+
+
+def test_57k_archive_imports_with_canonical_ids_and_provenance(ref: ReferenceModel) -> None:
+    assert len(ref.features) == 187
+    assert len(ref.sites) == 82
+    assert ref.sites[:2] == ["ABCD_01", "ABCD_02"] and "ixi" in ref.sites
+    assert ref.unmapped == ["avg_thickness"]  # listed, not guessed
+    # aliases of the reader's table: FS6 thalamus, Destrieux '&', eTIV
+    assert "aseg.na.Left-Thalamus.volume" in ref.features
+    assert "a2009s.lh.G_and_S_frontomargin.thickness" in ref.features
+    assert "global.na.eTIV.volume" in ref.features
+    i = ref.features.index("aseg.na.Left-Thalamus.volume")
+    assert ref.source_names[i] == "Left-Thalamus-Proper"
+    prov = ref.provenance
+    assert len(prov["archive_sha256"]) == 64
+    assert prov["n_sites"] == 82 and prov["n_people"] > 50_000
+    assert "e72904" in prov["citation"] and "e85082" in prov["citation"]
+    assert "GPL-3.0" in prov["licence"]
+    assert prov["atlas"] == "a2009s+aseg+global"
+    assert ref.cov.shape == (187, 92, 92)
+
+
+def test_dk_archive_imports_with_its_own_site_order() -> None:
+    dk = import_braincharts(ARCHIVE_DK)
+    assert len(dk.features) == 68
+    assert all(f.startswith("aparc.") and f.endswith(".thickness") for f in dk.features)
+    assert "aparc.rh.insula.thickness" in dk.features
+    assert sorted(dk.unmapped) == ["Mean_Thickness", "Median_Thickness"]
+    published = (BRAINCHARTS / "site_ids_ct_dk_59sites.txt").read_text().split()
+    assert dk.sites == published  # design order of the published list, not sorted
+    assert dk.provenance["n_sites"] == 59
+
+
+def test_saved_reference_holds_no_pickle_and_round_trips(
+    ref: ReferenceModel, ref_dir: Path
+) -> None:
+    assert sorted(p.name for p in ref_dir.iterdir()) == ["arrays.npz", "reference.json"]
+    with np.load(ref_dir / "arrays.npz", allow_pickle=False) as npz:
+        assert all(npz[k].dtype.kind in "fi" for k in npz.files)
+    fresh = import_braincharts(ARCHIVE_57K)
+    meta = pd.DataFrame({"age": [12.0, 45.0, 80.0], "sex": [0, 1, 1], "site": ["ixi", "x", ""]})
+    for a, b in zip(ref.predict(meta), fresh.predict(meta), strict=True):
+        np.testing.assert_array_equal(a.to_numpy(), b.to_numpy())
+
+
+# ---------------------------------------------------------------------------- prediction
+
+
+def test_adapted_z_is_an_exact_affine_map_of_pcntoolkits_z(
+    ref: ReferenceModel, oracle: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    # The published z were adapted per site from another set of the same sites: per site and
+    # measure, morphml's z must be an affine map of them (PCNtoolkit's own code reproduces
+    # its numbers to 1e-14; the residual here is float noise amplified by the slope).
+    X, Z = oracle
+    z = ReferenceDeviations(ref, adaptation="braincharts").fit(X).transform(X)
+    assert sorted(z.columns) == sorted(Z.columns)
+    Z = Z[z.columns]
+    worst = 0.0
+    for _, rows in X.groupby("meta:site").groups.items():
+        o = Z.loc[rows].to_numpy()
+        v = z.loc[rows].to_numpy()
+        for j in range(o.shape[1]):
+            design = np.column_stack([np.ones(len(rows)), o[:, j]])
+            coef, *_ = np.linalg.lstsq(design, v[:, j], rcond=None)
+            worst = max(worst, float(np.abs(design @ coef - v[:, j]).max()))
+    assert worst < 1e-6
+
+
+def test_zscores_are_warped_residuals_over_the_predicted_sd(
+    ref: ReferenceModel, oracle: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    X, _ = oracle
+    meta = X[["meta:age", "meta:sex", "meta:site"]]
+    mu, sd = ref.predict(meta)
+    z = ref.zscores(X, meta)
+    fy = ref.warp(X)
+    np.testing.assert_allclose(z * sd + mu, fy, rtol=1e-12, atol=1e-12)
+    assert (sd.to_numpy() > 0).all()
+    # the full design row, written out, gives the same mean and variance for a known site
+    i = ref.features.index(PALLIDUM)
+    age, sex, site = 40.0, 1.0, "ixi"
+    row = np.zeros(92)
+    row[:3] = 1.0, age, sex
+    row[3 + ref.sites.index(site)] = 1.0
+    row[85:] = spline_basis(np.array([age]), braincharts_knots())[0]
+    mean_full = row @ ref.coef[i]
+    var_full = ref.noise_var[i] + row @ ref.cov[i] @ row
+    m, s = ref.predict(pd.DataFrame({"age": [age], "sex": [sex], "site": [site]}), [PALLIDUM])
+    assert m.iloc[0, 0] == pytest.approx(mean_full, rel=1e-12)
+    assert s.iloc[0, 0] == pytest.approx(np.sqrt(var_full), rel=1e-12)
+
+
+def test_centiles_are_monotone_in_the_value(ref: ReferenceModel) -> None:
+    y = np.linspace(800, 3000, 200)
+    X = pd.DataFrame({PALLIDUM: y})
+    meta = pd.DataFrame({"age": np.full(200, 40.0), "sex": np.ones(200), "site": "ixi"})
+    c = ref.centiles(X, meta)[PALLIDUM].to_numpy()
+    assert np.all(np.diff(c) > 0) and 0 < c[0] < 0.01 and 0.99 < c[-1] < 1
+
+
+def test_median_curves_are_plausible_and_invert_the_centiles(ref: ReferenceModel) -> None:
+    ages = np.array([10.0, 40.0, 80.0])
+    median = ref.quantile_curve(PALLIDUM, ages, sex=1)
+    assert median.shape == (3,)
+    assert 1500 < median[1] < 2200  # adult right pallidum about 1,800 mm^3
+    assert median[2] < median[1]  # shrinks with age
+    curves = ref.quantile_curve(PALLIDUM, ages, sex=0, site="ixi", q=[0.05, 0.5, 0.95])
+    assert curves.shape == (3, 3) and np.all(np.diff(curves, axis=0) > 0)
+    X = pd.DataFrame({PALLIDUM: curves[0]})
+    meta = pd.DataFrame({"age": ages, "sex": 0, "site": "ixi"})
+    np.testing.assert_allclose(ref.centiles(X, meta)[PALLIDUM], 0.05, atol=1e-10)
+    thick = ref.quantile_curve("a2009s.lh.G_and_S_frontomargin.thickness", [40.0], sex=1)
+    assert 1.5 < thick[0] < 3.5
+
+
+def test_warp_and_its_inverse_round_trip() -> None:
+    y = np.array([0.5, 2.5, 1800.0, 1.5e6])
+    x = warp(y, -0.07, 0.25)
+    np.testing.assert_allclose(inverse_warp(x, -0.07, 0.25), y, rtol=1e-12)
+
+
+def test_bad_covariates_are_refused_with_the_reason(ref: ReferenceModel) -> None:
+    X = pd.DataFrame({PALLIDUM: [1800.0]})
+    with pytest.raises(ReferenceModelError, match=r"sex.*0 \(female\) / 1 \(male\)"):
+        ref.zscores(X, pd.DataFrame({"age": [40.0], "sex": [2]}))
+    with pytest.raises(ReferenceModelError, match="outside the reference's range"):
+        ref.zscores(X, pd.DataFrame({"age": [480.0], "sex": [1]}))  # months, not years
+    with pytest.raises(ReferenceModelError, match="no 'age' column"):
+        ref.zscores(X, pd.DataFrame({"sex": [1]}))
+    with pytest.raises(ReferenceModelError, match=re.escape(f"closest: '{PALLIDUM}'")):
+        ref.predict(pd.DataFrame({"age": [40.0], "sex": [1]}), ["aseg.na.Right-Palidum.volume"])
+    z = ref.zscores(X.assign(x=1), pd.DataFrame({"age": [np.nan], "sex": [1]}))
+    assert list(z.columns) == [PALLIDUM] and np.isnan(z.iloc[0, 0])  # no age: no score
+
+
+# ---------------------------------------------------------------------------- refusals
+
+
+def _evil_pickle(marker: Path) -> bytes:
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, (f"touch {marker}",))
+
+    return pickle.dumps({"blr": Evil()}, protocol=4)
+
+
+def test_a_tampered_pickle_is_refused_without_running_it(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    tampered = tmp_path / "lifespan_57K_82sites.zip"
+    with zipfile.ZipFile(ARCHIVE_57K) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith("Right-Pallidum/Models/NM_0_0_estimate.pkl"):
+                data = _evil_pickle(marker)
+            dst.writestr(info, data)
+    shutil.copy(BRAINCHARTS / "site_ids_ct_82sites.txt", tmp_path)
+    with pytest.raises(UntrustedPickleError) as info:
+        import_braincharts(tampered)
+    message = str(info.value)
+    assert "Right-Pallidum/Models/NM_0_0_estimate.pkl" in message
+    assert "posix.system" in message or "nt.system" in message or "os.system" in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [("builtins", "eval"), ("numpy", "load"), ("pcntoolkit.model.bayesreg", "GPR")],
+)
+def test_the_unpickler_admits_only_its_table(module: str, name: str) -> None:
+    data = b"\x80\x04\x8c" + bytes([len(module)]) + module.encode()
+    data += b"\x8c" + bytes([len(name)]) + name.encode() + b"\x93."
+    with pytest.raises(UntrustedPickleError, match=f"{module}.{name}"):
+        read_pickle(data, "x.pkl")
+
+
+def test_object_arrays_are_refused() -> None:
+    data = pickle.dumps(np.array([1, "a"], dtype=object), protocol=4)
+    with pytest.raises(UntrustedPickleError, match=r"number type|admitted"):
+        read_pickle(data, "x.pkl")
+
+
+def test_bad_archives_are_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ReferenceModelError, match="no such file"):
+        import_braincharts(tmp_path / "missing.zip")
+    not_zip = tmp_path / "model.zip"
+    not_zip.write_text("hello")
+    with pytest.raises(ReferenceModelError, match="not a zip archive"):
+        import_braincharts(not_zip)
+    empty = tmp_path / "empty.zip"
+    with zipfile.ZipFile(empty, "w") as zf:
+        zf.writestr("readme.txt", "x")
+    with pytest.raises(ReferenceModelError, match="not a braincharts model archive"):
+        import_braincharts(empty)
+    short_sites = tmp_path / "sites.txt"
+    short_sites.write_text("a\nb\n")
+    with pytest.raises(ReferenceModelError, match="lists 2 sites; the models have 59"):
+        import_braincharts(ARCHIVE_DK, sites=short_sites)
+    lonely = tmp_path / "lifespan_DK_46K_59sites.zip"
+    shutil.copy(ARCHIVE_DK, lonely)  # no site list beside it
+    with pytest.raises(ReferenceModelError, match="--sites FILE"):
+        import_braincharts(lonely)
+
+
+def test_a_changed_or_foreign_reference_folder_is_refused(ref_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "ref"
+    shutil.copytree(ref_dir, copy)
+    with (copy / "arrays.npz").open("r+b") as fh:
+        fh.seek(2000)
+        fh.write(b"\x00\x01\x02")
+    with pytest.raises(ReferenceModelError, match="changed since the reference was written"):
+        ReferenceModel.load(copy)
+    with pytest.raises(ReferenceModelError, match="import it first"):
+        ReferenceModel.load(ARCHIVE_57K)
+    (copy / "reference.json").write_text("{not json")
+    with pytest.raises(ReferenceModelError, match="not valid JSON"):
+        ReferenceModel.load(copy)
+    with pytest.raises(ReferenceModelError, match="not a reference-model folder"):
+        ReferenceModel.load(tmp_path / "nothing")
+
+
+def test_inconsistent_arrays_are_refused(ref: ReferenceModel) -> None:
+    with pytest.raises(ReferenceModelError, match="cov has shape"):
+        ReferenceModel(
+            features=ref.features[:2], sites=ref.sites, knots=ref.knots, coef=ref.coef[:2],
+            cov=ref.cov[:3], noise_var=ref.noise_var[:2], warp_kind="sinarcsinh",
+            warp_params=ref.warp_params[:2], provenance={},
+        )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- adaptation
+
+
+def _cobre(oracle: tuple[pd.DataFrame, pd.DataFrame]) -> pd.DataFrame:
+    X, _ = oracle
+    return X[X["meta:site"] == "COBRE"].reset_index(drop=True)
+
+
+def test_adaptation_learns_from_training_controls_only(
+    ref: ReferenceModel, oracle: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    cobre = _cobre(oracle)
+    train, test = cobre.iloc[:80], cobre.iloc[80:]
+    for adaptation in ("braincharts", "shrunk"):
+        dev = ReferenceDeviations(ref, adaptation=adaptation).fit(train)
+        assert dev.adapted_["COBRE"].n_controls == int(train["meta:control"].sum())
+        z1 = dev.transform(test)
+        # changing patients of the training rows changes nothing: only controls adapt
+        shifted = train.copy()
+        patients = shifted["meta:control"] == 0
+        shifted.loc[patients, PALLIDUM] *= 1.5
+        z2 = ReferenceDeviations(ref, adaptation=adaptation).fit(shifted).transform(test)
+        pd.testing.assert_frame_equal(z1, z2)
+        # the test rows never enter: a transform of other rows leaves the fit unchanged
+        assert np.isfinite(z1.to_numpy()).all()
+    # braincharts: the training controls end with mean 0 and population sd 1 per feature
+    dev = ReferenceDeviations(ref).fit(train)
+    zc = dev.transform(train[train["meta:control"] == 1])
+    np.testing.assert_allclose(zc.mean(), 0, atol=1e-10)
+    np.testing.assert_allclose(zc.std(ddof=0), 1, atol=1e-10)
+
+
+def test_shrunk_adaptation_stays_near_the_prior_with_few_controls(
+    ref: ReferenceModel, oracle: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    cobre = _cobre(oracle)
+    controls = cobre[cobre["meta:control"] == 1]
+    few = ReferenceDeviations(ref, adaptation="shrunk").fit(controls.iloc[:2])
+    many = ReferenceDeviations(ref, adaptation="shrunk").fit(controls)
+    bc = ReferenceDeviations(ref, adaptation="braincharts").fit(controls)
+    scale_few = few.adapted_["COBRE"].scale
+    scale_many = many.adapted_["COBRE"].scale
+    # 2 controls + 10 prior pseudo-scans: the scale is pulled toward 1
+    assert np.abs(np.log(scale_few)).mean() < np.abs(np.log(scale_many)).mean()
+    z_many = many.transform(cobre)
+    z_bc = bc.transform(cobre)
+    assert np.corrcoef(z_many.to_numpy().ravel(), z_bc.to_numpy().ravel())[0, 1] > 0.98
+
+
+def test_new_sites_policy(ref: ReferenceModel, oracle: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    cobre = _cobre(oracle)
+    patients_only = cobre[cobre["meta:control"] == 0]
+    with pytest.raises(ReferenceModelError, match=r"'COBRE'.*not adapted.*new_sites: prior"):
+        ReferenceDeviations(ref).fit(patients_only).transform(cobre)
+    with pytest.raises(ReferenceModelError, match=r"'COBRE'.*refused"):
+        ReferenceDeviations(ref, new_sites="refuse").fit(cobre)
+    prior = ReferenceDeviations(ref, new_sites="prior").fit(patients_only).transform(cobre)
+    meta = cobre[["meta:age", "meta:sex", "meta:site"]]
+    pd.testing.assert_frame_equal(prior, ref.zscores(cobre, meta)[prior.columns])
+    with pytest.raises(ReferenceModelError, match="'new_sites' parameter"):
+        ReferenceDeviations(ref, new_sites="guess").fit(cobre)
+    with pytest.raises(ReferenceModelError, match="must be a ReferenceModel"):
+        ReferenceDeviations().fit(cobre)
+
+
+def test_clone_shares_the_reference_and_meta_can_come_apart(
+    ref: ReferenceModel, oracle: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    cobre = _cobre(oracle)
+    dev = ReferenceDeviations(ref, features=[PALLIDUM])
+    assert clone(dev).reference is ref
+    meta = cobre[["meta:age", "meta:sex", "meta:site", "meta:control"]].rename(
+        columns=lambda c: c.removeprefix("meta:")
+    )
+    features = cobre[[PALLIDUM]]
+    z_apart = dev.fit_transform(features, meta=meta)
+    z_together = clone(dev).fit(cobre).transform(cobre)
+    pd.testing.assert_frame_equal(z_apart, z_together)
+    assert list(dev.get_feature_names_out()) == [PALLIDUM]
