@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 
 from morphml.exceptions import ReferenceModelError, UntrustedPickleError
 from morphml.io import recognise_column
@@ -374,6 +375,11 @@ def test_clone_shares_the_reference_and_meta_can_come_apart(
     z_together = clone(dev).fit(cobre).transform(cobre)
     pd.testing.assert_frame_equal(z_apart, z_together)
     assert list(dev.get_feature_names_out()) == [PALLIDUM]
+    fresh = clone(dev)
+    with pytest.raises(NotFittedError):
+        fresh.transform(cobre)
+    assert fresh.fit(cobre) is fresh
+    assert fresh.get_params()["features"] == [PALLIDUM]
 
 
 # ---------------------------------------------------------------------------- fitting
