@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -280,6 +281,17 @@ def test_a_changed_or_foreign_reference_folder_is_refused(ref_dir: Path, tmp_pat
         ReferenceModel.load(copy)
     with pytest.raises(ReferenceModelError, match="import it first"):
         ReferenceModel.load(ARCHIVE_57K)
+    shutil.copy(ref_dir / "arrays.npz", copy / "arrays.npz")
+    doc = json.loads((copy / "reference.json").read_text())
+    (copy / "reference.json").write_text(json.dumps({**doc, "format_version": 99}))
+    with pytest.raises(ReferenceModelError, match=r"format version 99.*upgrade morphml"):
+        ReferenceModel.load(copy)
+    (copy / "reference.json").write_text(json.dumps({**doc, "features": doc["features"][1:]}))
+    with pytest.raises(ReferenceModelError, match=r"coef has shape \(187, 92\)"):
+        ReferenceModel.load(copy)
+    (copy / "reference.json").write_text(json.dumps({**doc, "sites": "ixi"}))
+    with pytest.raises(ReferenceModelError, match="'sites' must be a list"):
+        ReferenceModel.load(copy)
     (copy / "reference.json").write_text("{not json")
     with pytest.raises(ReferenceModelError, match="not valid JSON"):
         ReferenceModel.load(copy)
