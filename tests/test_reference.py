@@ -607,3 +607,24 @@ def test_reference_import_and_info_commands(ref_dir: Path, tmp_path: Path) -> No
         ["reference", "import", str(ARCHIVE_DK), "--format", "pcn", "--out", str(out)]
     )
     assert code == 2 and "'pcn' is not" in output
+
+
+def test_a_plain_reference_without_site_terms(database: tuple[Path, Path, Path]) -> None:
+    import yaml
+
+    from morphml.reference import ReferenceBuildConfig, build_reference
+
+    root, db, _ = database
+    data = yaml.safe_load(REF_CONFIG)
+    data.update(warp="none", min_site_scans=1000)
+    data["features"]["exclude"] = ["aseg.na.*-WM-hypointensities.volume", "aseg.na.*vessel*"]
+    ref = build_reference(ReferenceBuildConfig.model_validate(data), db=db)
+    assert ref.sites == [] and ref.warp_kind == "none" and ref.n_columns == 10
+    assert ref.provenance["site_scans"] == {} and ref.provenance["n_sites"] == 0
+    fc = pd.read_csv(root / "fc.csv")
+    meta = pd.DataFrame({"age": fc["age"], "sex": fc["sex"], "site": fc["site"]})
+    z = ref.zscores(pd.DataFrame({PALLIDUM: fc["Right-Pallidum"]}), meta)[PALLIDUM]
+    assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.1
+    with pytest.raises(ReferenceModelError, match="needs at least"):
+        data["cohort"]["min_age"] = float(fc["age"].max())  # the oldest few, 10 columns
+        build_reference(ReferenceBuildConfig.model_validate(data), db=db)
