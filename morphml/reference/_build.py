@@ -45,13 +45,8 @@ class ReferenceFeatures(_Strict):
 
     atlases: list[str] | None = None
     measures: list[str] | None = None
-    exclude: list[str] = Field(
-        default_factory=lambda: [
-            "global.lh.SurfaceHoles.count",
-            "global.rh.SurfaceHoles.count",
-            "global.na.SurfaceHoles.count",
-        ]
-    )
+    #: feature ids (glob patterns) left out; by default the QC measures pretraining leaves out
+    exclude: list[str] = Field(default_factory=lambda: list(FeatureSpec().exclude))
     #: features missing in more than this fraction of the scans are left out
     max_missing: float = Field(default=0.0, ge=0.0, le=1.0)
 

@@ -221,6 +221,9 @@ class ReferenceModel:
                 problems.append("noise_var must be > 0")
             if self.warp_kind == "sinarcsinh" and np.any(self.warp_params[:, 1] <= 0):
                 problems.append("the warp's delta must be > 0")
+        absent = [k for k in _PROVENANCE_KEYS if k not in self.provenance]
+        if absent:
+            problems.append(f"provenance lacks {absent}")
         if len(self.source_names) != n_f:
             problems.append(f"{len(self.source_names)} source names for {n_f} features")
         if problems:
@@ -269,7 +272,7 @@ class ReferenceModel:
             "sites": self.sites,
             "unmapped": self.unmapped,
             "provenance": self.provenance,
-            "arrays_sha256": _sha256(npz),
+            "arrays_sha256": file_sha256(npz),
         }
         (out / _JSON).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         return out
@@ -305,7 +308,7 @@ class ReferenceModel:
             )
         if doc.get("design") != ["intercept", "age", "sex", "sites", "spline"]:
             raise ReferenceModelError(f"{jpath}: unknown design {doc.get('design')!r}")
-        if doc.get("arrays_sha256") != _sha256(npath):
+        if doc.get("arrays_sha256") != file_sha256(npath):
             raise ReferenceModelError(
                 f"{npath}: changed since the reference was written (SHA-256 differs)"
             )
@@ -556,7 +559,8 @@ class ReferenceModel:
         }
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
