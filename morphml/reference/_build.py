@@ -164,10 +164,21 @@ def build_reference(
     # a feature without variation among the scans (FreeSurfer writes 0 for the lateralised
     # hypointensities) has no spread to model: left out and listed
     spread = X.std(skipna=True)
-    constant = [str(f) for f in X.columns if not spread[f] > 0]
-    X = X.drop(columns=constant)
+    present = X.notna().sum()
+    constant = "constant among the training scans"
+    left_out = {str(f): constant for f in X.columns if not spread[f] > 0}
+    left_out.update(
+        {
+            str(f): f"only {int(present[f])} scans have it ({2 * d} needed)"
+            for f in X.columns
+            if present[f] < 2 * d and str(f) not in left_out
+        }
+    )
+    X = X.drop(columns=list(left_out))
     if X.shape[1] == 0:
-        raise ReferenceModelError("every selected feature is constant among the cohort's scans")
+        raise ReferenceModelError(
+            f"no selected feature can be modelled: {sorted(set(left_out.values()))}"
+        )
     fits = []
     warped = config.warp == "sinarcsinh"
     # thousands of tiny (30 x 30) factorisations: BLAS threads only contend here (one thread
@@ -197,7 +208,7 @@ def build_reference(
         "age_units": "years",
         "warp": config.warp,
         "converged": int(sum(f.converged for f in fits)),
-        "left_out": {f: "constant among the training scans" for f in constant},
+        "left_out": left_out,
     }
     return ReferenceModel(
         features=[str(f) for f in X.columns],
