@@ -193,6 +193,8 @@ def test_bad_covariates_are_refused_with_the_reason(ref: ReferenceModel) -> None
     X = pd.DataFrame({PALLIDUM: [1800.0]})
     with pytest.raises(ReferenceModelError, match=r"sex.*0 \(female\) / 1 \(male\)"):
         ref.zscores(X, pd.DataFrame({"age": [40.0], "sex": [2]}))
+    with pytest.raises(ReferenceModelError, match=r"'sex' must be numeric coded 0 .* 'M' in 1"):
+        ref.zscores(X, pd.DataFrame({"age": [40.0], "sex": ["M"]}))  # the database's coding
     with pytest.raises(ReferenceModelError, match="outside the reference's range"):
         ref.zscores(X, pd.DataFrame({"age": [480.0], "sex": [1]}))  # months, not years
     with pytest.raises(ReferenceModelError, match="no 'age' column"):

@@ -77,8 +77,18 @@ def covariates(meta: pd.DataFrame) -> tuple[Array, Array, NDArray[np.str_]]:
         return col
 
     age_col, sex_col, site_col = required("age"), required("sex"), column("site")
-    age = pd.to_numeric(age_col, errors="coerce").to_numpy(np.float64)
-    sex = pd.to_numeric(sex_col, errors="coerce").to_numpy(np.float64)
+
+    def numeric(name: str, col: pd.Series) -> NDArray[np.float64]:
+        values = pd.to_numeric(col, errors="coerce")
+        text = col[values.isna() & col.notna()]
+        if len(text):
+            fix = " coded 0 (female) / 1 (male)" if name == "sex" else " in years"
+            raise ReferenceModelError(
+                f"meta {name!r} must be numeric{fix}; found {text.iloc[0]!r} in {len(text)} rows"
+            )
+        return values.to_numpy(np.float64)
+
+    age, sex = numeric("age", age_col), numeric("sex", sex_col)
     bad_sex = ~np.isnan(sex) & ~np.isin(sex, (0.0, 1.0))
     if bad_sex.any():
         shown = sorted(set(sex[bad_sex].tolist()))[:5]
