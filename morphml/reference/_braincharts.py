@@ -82,15 +82,13 @@ def _array(value: Any, shape: tuple[int, ...], what: str, where: str) -> np.ndar
     return arr.astype(np.float64)
 
 
-def _read_measure(zf: zipfile.ZipFile, prefix: str, where: str) -> dict[str, Any]:
+def _read_measure(zf: zipfile.ZipFile, names: set[str], prefix: str, where: str) -> dict[str, Any]:
     model_where = f"{where}:{prefix}{_MODEL}"
     meta_where = f"{where}:{prefix}{_META}"
     try:
         model = read_pickle(zf.read(prefix + _MODEL), model_where)
         meta = (
-            read_pickle(zf.read(prefix + _META), meta_where)
-            if (prefix + _META) in zf.NameToInfo
-            else None
+            read_pickle(zf.read(prefix + _META), meta_where) if prefix + _META in names else None
         )
     except (zipfile.BadZipFile, OSError) as err:
         raise ReferenceModelError(f"{where}: damaged archive ({err})") from None
@@ -237,9 +235,10 @@ def import_braincharts(
     with zipfile.ZipFile(path) as zf:
         folders = _measure_folders(zf, where)
         measures = sorted(folders)
+        names = set(zf.namelist())
         read: dict[str, dict[str, Any]] = {}
         for i, name in enumerate(measures):
-            read[name] = _read_measure(zf, folders[name], where)
+            read[name] = _read_measure(zf, names, folders[name], where)
             if progress is not None:
                 progress(i + 1, len(measures))
     widths = {r["d"] for r in read.values()}
