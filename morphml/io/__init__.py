@@ -39,6 +39,7 @@ from morphml.io._tables import (
     read_wide_table,
     recognise_column,
 )
+from morphml.io._tableset import is_table_export, read_table_set
 
 __all__ = [
     "ATLASES",
@@ -74,5 +75,7 @@ __all__ = [
     "read_subject",
     "read_table_export",
     "read_wide_table",
+    "read_table_set",
+    "is_table_export",
     "recognise_column",
 ]
