@@ -310,9 +310,7 @@ def ingest(
                 "its id column and the sex coding"
             )
         scans.extend(
-            _table_scans(
-                found.tables, cmap, source, key, participants, on_error, errors, summary
-            )
+            _table_scans(found.tables, cmap, source, key, participants, on_error, errors, summary)
         )
     _check_duplicates(scans)
     if part_path is not None:
@@ -437,9 +435,7 @@ def _table_scans(
     out: list[_Scan] = []
     seen: dict[str, tuple[_Scan, str]] = {}
     for wide in read:
-        where = (
-            f"{len(exports)} table files" if wide is read[0] and exports else wide.source_file
-        )
+        where = f"{len(exports)} table files" if wide is read[0] and exports else wide.source_file
         _report_table(wide, where, on_error, errors, summary)
         skip = set(wide.skipped_rows) | set(wide.without_participants) if on_error == "skip" \
             else set()  # fmt: skip
@@ -561,8 +557,7 @@ def _report_table(
                 f"{_shown_ids(only)}"
             )
             errors.extend(
-                (None, part_name, None, f"a row of {part_name} matches no table row")
-                for _ in only
+                (None, part_name, None, f"a row of {part_name} matches no table row") for _ in only
             )
     if wide.skipped_rows:
         bad = list(wide.skipped_rows)

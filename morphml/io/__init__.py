@@ -66,6 +66,7 @@ __all__ = [
     "feature_id",
     "find_stats_dir",
     "identifying_kind",
+    "is_table_export",
     "known_regions",
     "load_column_map",
     "parse_feature_id",
@@ -74,8 +75,7 @@ __all__ = [
     "read_stats_files",
     "read_subject",
     "read_table_export",
-    "read_wide_table",
     "read_table_set",
-    "is_table_export",
+    "read_wide_table",
     "recognise_column",
 ]

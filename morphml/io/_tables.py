@@ -24,6 +24,7 @@ import csv
 import difflib
 import fnmatch
 import math
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -53,8 +54,8 @@ __all__ = [
     "NOT_IMPORTED",
     "WideTable",
     "identifying_kind",
-    "read_table_export",
     "participants_file",
+    "read_table_export",
     "read_wide_table",
     "recognise_column",
 ]
@@ -968,7 +969,7 @@ def _classify(
 def _surface_atlas(cmap: ColumnMap, raw: _Raw) -> str:
     """The map's surface atlas, checked against an export header (``lh.aparc.DKTatlas...``)."""
     try:
-        context = _export_context(cmap.id)
+        context = _export_context(cmap.id or "")
     except TableImportError:
         context = None
     if context is None or context[0] != "surface" or context[1] not in ("aparc", "DKT"):
@@ -1141,7 +1142,7 @@ def read_wide_table(
     path: str | Path,
     column_map: ColumnMap | str | Path,
     *,
-    participants_path: str | Path | None = None,
+    participants_path: str | os.PathLike[str] | None = None,
     on_bad_row: str = "error",
 ) -> WideTable:
     """Read a wide CSV/TSV (one row per scan) with a column map.
@@ -1393,7 +1394,8 @@ def read_wide_table(
     elif age_sessions is not None:
         repeated = pd.Series(ids).duplicated(keep=False).to_numpy()
         labels = age_sessions.iloc[rows].to_numpy(dtype=object)
-        participants["session"] = np.where(repeated, labels, None)
+        labels[~repeated] = None
+        participants["session"] = labels
     for name in cmap.phenotypes:
         participants[name] = parsed[f"phenotypes.{name}.column"]
     for column in participants.columns:
@@ -1429,7 +1431,7 @@ def read_wide_table(
 
 
 def participants_file(
-    cmap: ColumnMap, table: Path | None, option: str | Path | None
+    cmap: ColumnMap, table: Path | None, option: str | os.PathLike[str] | None
 ) -> Path | None:
     """The participants file to join: the option when given, else the map's ``participants``.
 

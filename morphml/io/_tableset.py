@@ -13,6 +13,7 @@ Ids in the tables but not in the participants file, and the reverse, are listed 
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def read_table_set(
     paths: Sequence[str | Path],
     column_map: ColumnMap | str | Path,
     *,
-    participants_path: str | Path | None = None,
+    participants_path: str | os.PathLike[str] | None = None,
     on_bad_row: str = "error",
 ) -> WideTable:
     """Read FreeSurfer table exports and join them with one participants file.
@@ -138,7 +139,9 @@ def read_table_set(
     joined = joined.reset_index(drop=True)
     for column in joined.columns:
         if joined[column].dtype == object:
-            joined[column] = joined[column].where(joined[column].notna(), None)
+            values = joined[column].to_numpy(dtype=object)
+            values[pd.isna(values)] = None
+            joined[column] = values
     in_tables = set(ids)
     known = set(people.index)
     skipped = part.skipped_rows
