@@ -131,7 +131,11 @@ _SEGMENTATION_MEASURES = {"volume": "volume", "mean": "normmean", "std": "normst
 
 _SEX = {"female": "F", "male": "M"}
 _DOT_COPY = re.compile(r"^(.+)\.(\d+)$")
-_DUPLICATE_HINT = "fix the file, or set 'duplicate_ids: drop' in the column map to leave it out"
+_DUPLICATE_HINT = (
+    "if the rows are repeated scans of one person, say so in the column map with "
+    "'session: COLUMN' or 'sessions_from: age'; otherwise fix the file, or set "
+    "'duplicate_ids: drop' to leave the id out"
+)
 _SHOWN = 8  # how many offending columns an error lists before "... and N more"
 
 
