@@ -18,7 +18,7 @@ from morphml.db import connect, ingest
 from morphml.exceptions import ConfigError, IngestError, TableImportError
 from morphml.features import load_frame
 from morphml.io import ColumnMap, is_table_export, read_table_set, read_wide_table
-from morphml.pipelines import evaluate_run, fit_pretrain, predict_run
+from morphml.pipelines import fit_pretrain, predict_run
 from morphml.reports import render_html, summarize
 from morphml.simulate import simulate_cohort, write_table_exports, write_wide_csv
 from tests.conftest import SHARED_DATA
@@ -168,7 +168,7 @@ def test_participants_option_wins_over_the_map(tmp_path: Path, key: Path) -> Non
 def test_missing_participants_file_is_one_line_naming_path_and_origin(
     tmp_path: Path, key: Path
 ) -> None:
-    cmap, pheno = golden_release(tmp_path)
+    cmap, _ = golden_release(tmp_path)
     db = tmp_path / "db.duckdb"
     base = ["ingest", *GOLDEN_TABLES, "--source", "abide", "--db", db, "--key-file", key]
     assert run_cli(*base, "--map", cmap)[0] == 0
