@@ -397,3 +397,30 @@ def test_evaluate_scores_a_new_source_with_intervals_and_reports_it(
     assert code == 2 and "one the run was trained on" in one_line_error(out)
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["features"]["available_in"] == ["ext"]
+
+
+def test_bad_participants_row_beside_stats_folders(
+    cohort: Path, tmp_path: Path, key: Path
+) -> None:
+    folder = tmp_path / "cohort"
+    shutil.copytree(cohort, folder)
+    rows = (folder / "participants.tsv").read_text().splitlines()
+    cells = rows[3].split("\t")
+    cells[3] = "7"  # the sex column: not in the map's coding
+    rows[3] = "\t".join(cells)
+    (folder / "participants.tsv").write_text("\n".join(rows) + "\n")
+    db = tmp_path / "db.duckdb"
+    args = ["ingest", folder, "--source", "sim", "--db", db, "--key-file", key]
+    code, out = run_cli(*args)
+    assert code == 2
+    assert "participants.tsv line 4, column 'sex'" in one_line_error(out)
+    assert not db.exists() or snapshot(db)["scans"] == []
+    code, out = run_cli(*args, "--on-error", "skip")
+    assert code == 0, out
+    with connect(db) as con:
+        n, no_age = con.execute("SELECT count(*), count(*) - count(age) FROM scans").fetchone()
+        reasons = str(con.execute("SELECT message FROM ingest_errors").fetchall())
+    # every scan is kept (as for any scan without a participants row); the bad row's scan
+    # has no demographics, and the reason is recorded
+    assert n == len(rows) - 1 and no_age == 1
+    assert "line 4, column 'sex'" in reasons

@@ -262,14 +262,17 @@ def ingest(
         The database file (created when missing).
     participants, column_map : path-like, optional
         A participants table and the YAML column map that reads it (ids, age, sex coding, site,
-        phenotypes). For table inputs the map reads the table itself.
+        phenotypes). For table inputs the map reads the table itself; ``aparcstats2table`` /
+        ``asegstats2table`` files are read as one set joined with the participants file (the
+        map's ``participants`` key, which ``participants`` overrides).
     key_file : path-like, optional
         The pseudonym key (created with mode 0600 on first use).
     jobs : int
         Parser processes.
     on_error : {'fail', 'skip'}
         ``fail`` rolls back everything on the first bad scan; ``skip`` records bad scans in
-        ``ingest_errors`` and ingests the rest.
+        ``ingest_errors`` and ingests the rest. It covers participants rows that cannot be
+        read, and (for tables) ids with no participants row and the reverse.
     linkage_out : path-like, optional
         Write original id <-> pseudonym here (mode 0600), for the linkage manager only.
     allow_reenrol : bool
@@ -603,7 +606,15 @@ def _attach_participants(
     errors: list[tuple[str | None, str | None, int | None, str]],
     summary: IngestSummary,
 ) -> None:
-    wide = read_wide_table(path, cmap)
+    wide = read_wide_table(path, cmap, on_bad_row="skip" if on_error == "skip" else "error")
+    for reason in wide.skipped_rows.values():
+        # the row's scans then have no participants row and are skipped below
+        errors.append((None, path.name, None, re.sub(r"[^\s'\"]*/(?=[^/\s]+)", "", reason)))
+    if wide.skipped_rows:
+        summary.notes.append(
+            f"{len(wide.skipped_rows)} rows of {path.name} cannot be read and were left out: "
+            f"{_shown_ids(list(wide.skipped_rows))}"
+        )
     part = wide.participants
     if len(wide.features.columns):
         raise IngestError(
