@@ -276,6 +276,12 @@ def test_real_disagreements_are_listed_all_at_once(tmp_path: Path) -> None:
     message = str(info.value)
     assert "'Left-Thalamus'" in message and "'EstimatedTotalIntraCranialVol'" in message
     assert "Left-Caudate.1" in message  # a .1 copy that is not all zero disagrees too
+    (tmp_path / "map.yaml").write_text("id: sub\nage: age\nsite_value: A\n")
+    code, out = run_cli(
+        "ingest", path, "--map", tmp_path / "map.yaml", "--source", "t", "--db",
+        tmp_path / "db", "--key-file", tmp_path / "key",
+    )  # fmt: skip
+    assert code == 2 and "3 pairs of columns" in one_line_error(out)
 
 
 def test_session_column_and_identical_repeats(tmp_path: Path) -> None:
@@ -299,8 +305,15 @@ def test_same_scan_in_two_tables_collapses_or_names_the_files(tmp_path: Path, ke
     summary = ingest([a, b], column_map=cmap, source="pcn", db=tmp_path / "db", key_file=key)
     assert summary.n_scans == 3
     b.write_text("sub_id,age,sex,site,Left-Caudate\nP2,40,1,X,3999\n")
-    with pytest.raises(IngestError, match=r"adapt\.csv and test\.csv: id 'P2' appears in both"):
+    with pytest.raises(
+        IngestError, match=r"adapt\.csv line 3 and test\.csv line 2: id 'P2' appears in both"
+    ):
         ingest([a, b], column_map=cmap, source="pcn2", db=tmp_path / "db2", key_file=key)
+    code, out = run_cli(
+        "ingest", a, b, "--map", cmap, "--source", "pcn2", "--db", tmp_path / "db2",
+        "--key-file", key,
+    )  # fmt: skip
+    assert code == 2 and "id 'P2'" in one_line_error(out)
 
 
 # --------------------------------------------------------------------------- external validation

@@ -473,6 +473,7 @@ def _table_scans(
                 tuple(f for f, p in zip(feature_ids, present, strict=True) if p),
                 matrix[i][present],
             )
+            here = where if wide.lines is None else f"{where} line {wide.lines[i]}"
             earlier = seen.get(scan.scan_key)
             if earlier is not None:
                 if _same_scan(earlier[0], scan):
@@ -480,12 +481,12 @@ def _table_scans(
                 shown = original + (f" session {sess}" if sess else "")
                 # the user's own id, on the user's terminal only: the message is not stored
                 raise IngestError(
-                    f"{earlier[1]} and {where}: id {shown!r} appears in both with different "
+                    f"{earlier[1]} and {here}: id {shown!r} appears in both with different "
                     "values (features or participant columns); one person's scan must be the "
                     "same in every file: fix one of the files, or ingest them as different "
                     "sources"
                 )
-            seen[scan.scan_key] = (scan, where)
+            seen[scan.scan_key] = (scan, here)
             out.append(scan)
     return out
 

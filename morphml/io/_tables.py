@@ -873,6 +873,8 @@ class WideTable:
     n_filtered_out: int = 0
     empty_columns: dict[str, str] = field(default_factory=dict)
     skipped_rows: dict[str, str] = field(default_factory=dict)
+    #: line in the table file of each row (None for a table set, whose rows span files)
+    lines: list[int] | None = None
 
 
 def _is_ignored(column: str, patterns: Sequence[str]) -> bool:
@@ -1431,6 +1433,7 @@ def read_wide_table(
         n_filtered_out=n_filtered,
         empty_columns=empty_columns,
         skipped_rows=skipped,
+        lines=[int(v) for v in main.lines[rows]],
     )
 
 
