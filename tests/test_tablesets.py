@@ -437,3 +437,20 @@ def test_bad_participants_row_beside_stats_folders(
     # has no demographics, and the reason is recorded
     assert n == len(rows) - 1 and no_age == 1
     assert "line 4, column 'sex'" in reasons
+
+
+def test_age_sessions_keep_their_pseudonyms_when_a_visit_is_added(
+    tmp_path: Path, key: Path
+) -> None:
+    path = tmp_path / "t.csv"
+    head = "sub_id,age,sex,site,Left-Caudate\n"
+    path.write_text(head + "P1,30,0,X,3500\nP2,40,1,X,3600\n")
+    (tmp_path / "map.yaml").write_text(WIDE_MAP)
+    db = tmp_path / "db"
+    ingest([path], column_map=tmp_path / "map.yaml", source="s", db=db, key_file=key)
+    path.write_text(head + "P1,30,0,X,3500\nP2,40,1,X,3600\nP1,33,0,X,3450\n")
+    summary = ingest([path], column_map=tmp_path / "map.yaml", source="s", db=db, key_file=key)
+    assert (summary.n_new, summary.n_unchanged) == (1, 2)
+    with connect(db) as con:
+        sessions = con.execute("SELECT age, session FROM scans ORDER BY age").fetchall()
+    assert sessions == [(30.0, 1), (33.0, 2), (40.0, 1)]

@@ -1398,9 +1398,10 @@ def read_wide_table(
     if cmap.session is not None:
         participants["session"] = parsed["session"]
     elif age_sessions is not None:
-        repeated = pd.Series(ids).duplicated(keep=False).to_numpy()
+        # every row labelled by its age, repeated or not: a scan keeps its pseudonym when a
+        # later release adds another visit of the same person
         labels = age_sessions.iloc[rows].to_numpy(dtype=object)
-        labels[~repeated] = None
+        labels[labels == ""] = None
         participants["session"] = labels
     for name in cmap.phenotypes:
         participants[name] = parsed[f"phenotypes.{name}.column"]
