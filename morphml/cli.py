@@ -411,6 +411,21 @@ def predict(run_dir: Path, db: Path | None, source: str | None, out: Path) -> No
 
 
 @cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--source", required=True, help="The source to validate on (never trained on).")
+@click.option("--db", type=click.Path(path_type=Path), help="Database file [MORPHML_DB].")
+@click.option("--out", type=click.Path(path_type=Path), help="Folder [RUN/external-SOURCE].")
+@_friendly
+def evaluate(run_dir: Path, source: str, db: Path | None, out: Path | None) -> None:
+    """External validation: score a pretrain run's final models on another source."""
+    from morphml.pipelines import evaluate_run
+
+    result = evaluate_run(run_dir, source=source, db=db, out=out)
+    click.echo(f"external validation on {source}: written to {result.out_dir}")
+    _echo_pretrain_metrics(result.metrics)
+
+
+@cli.command()
 @click.option(
     "--out",
     type=click.Path(path_type=Path),

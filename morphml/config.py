@@ -78,6 +78,10 @@ class FeatureSpec(_Strict):
             "global.na.SurfaceHoles.count",
         ]
     )
+    #: keep only features present in every one of these sources (the sources the model will
+    #: be used on, e.g. [ixi]): a feature counts as present in a source when no more than
+    #: ``max_missing`` of its scans lack it and it is not zero in all of them
+    available_in: list[str] | None = None
     #: features missing in more than this fraction of the cohort's scans are dropped
     max_missing: float = Field(default=0.0, ge=0.0, le=1.0)
     #: regress eTIV out of volumes and areas inside the training folds

@@ -139,6 +139,43 @@ def _feature_columns(con: duckdb.DuckDBPyConnection, spec: FeatureSpec) -> pd.Da
     return feats
 
 
+def _available_in(
+    con: duckdb.DuckDBPyConnection, feats: pd.DataFrame, spec: FeatureSpec
+) -> pd.DataFrame:
+    """Keep the features present in every source of ``features.available_in``."""
+    sources = list(spec.available_in or [])
+    known = {str(r[0]) for r in con.execute("SELECT DISTINCT source FROM scans").fetchall()}
+    unknown = [s for s in sources if s not in known]
+    if unknown:
+        raise ConfigError(
+            f"features.available_in: {unknown} not in the database (sources: {sorted(known)}); "
+            "ingest the source the model will be used on first"
+        )
+    keep = set(feats["feature_idx"].astype(int))
+    for source in sources:
+        n_scans = con.execute("SELECT count(*) FROM scans WHERE source = ?", [source]).fetchone()
+        total = int(n_scans[0]) if n_scans else 0
+        rows = con.execute(
+            "SELECT m.feature_idx, count(m.value), count(*) FILTER (WHERE m.value <> 0) "
+            "FROM measures m JOIN scans s USING (scan_key) WHERE s.source = ? "
+            "AND NOT isnan(m.value) GROUP BY m.feature_idx",
+            [source],
+        ).fetchall()
+        present = {
+            int(idx)
+            for idx, n, nonzero in rows
+            if total and n / total >= 1.0 - spec.max_missing - 1e-12 and nonzero > 0
+        }
+        keep &= present
+    out = feats[feats["feature_idx"].astype(int).isin(keep)]
+    if out.empty:
+        raise ConfigError(
+            f"features.available_in: no selected feature is present in every scan of "
+            f"{sources}; check features.atlases (the sources may hold other atlases)"
+        )
+    return out
+
+
 def load_frame(
     db: str | os.PathLike[str] | None,
     cohort: CohortSpec,
@@ -163,6 +200,8 @@ def load_frame(
             "(check 'morphml db info')"
         )
     feats = _feature_columns(con, spec)
+    if spec.available_in:
+        feats = _available_in(con, feats, spec)
     if feats.empty:
         raise ConfigError("no feature matches features.atlases/measures/exclude")
     keys = pd.DataFrame({"scan_key": meta.index, "row": np.arange(len(meta), dtype=np.int64)})

@@ -284,6 +284,6 @@ def test_predict_refuses_missing_features(small_db: Path, tmp_path: Path) -> Non
            key_file=key)  # fmt: skip
     cfg = parse_config(config(validation={"schemes": ["kfold"], "folds": 3, "bootstrap": 200}))
     fit_pretrain(cfg, db=db, out=tmp_path / "run")
-    with pytest.raises(ConfigError, match="lack 2 features") as info:
+    with pytest.raises(ConfigError, match=r"lacks 2 of the .*features\.available_in") as info:
         predict_run(tmp_path / "run", db=db, source="thin", out=tmp_path / "p.parquet")
     assert "aparc.lh.cuneus.thickness" in str(info.value)

@@ -598,7 +598,6 @@ def test_shipped_maps_load() -> None:
         ("id: s\nsite_value: A\nsex: {column: sex, coding: {1: man}}\n", r"sex\.coding\.1"),
         ("id: s\n", r"exactly one of 'site'"),
         ("id: s\nsite: x\nsite_value: A\n", r"exactly one of 'site'"),
-        ("site_value: A\n", r"missing required key 'id'"),
         ("id: s\nsite_value: A\nfeatures: {x: aparc.lh.insula}\n", r"features\.x|column 'x'"),
         (
             "id: s\nsite_value: A\nphenotypes: {dx: {column: Dx, type: binary}}\n",

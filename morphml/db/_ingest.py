@@ -44,7 +44,8 @@ from morphml.io._columnmap import ColumnMap, load_column_map
 from morphml.io._dictionary import parse_feature_id
 from morphml.io._statsfile import feature_layout, read_stats_files
 from morphml.io._subject import find_stats_dir, select_stats_files, software_and_version
-from morphml.io._tables import read_wide_table
+from morphml.io._tables import WideTable, read_wide_table
+from morphml.io._tableset import is_table_export, read_table_set
 
 __all__ = ["IngestSummary", "ingest"]
 
@@ -71,6 +72,9 @@ class IngestSummary:
     errors: list[str] = field(default_factory=list)
     #: QC flag -> scans of this source it flagged (``morphml qc`` lists them)
     qc_flags: Counter[str] = field(default_factory=Counter)
+    #: what the table readers merged or left out (alias columns, ids on one side only);
+    #: printed on the terminal only, never stored (they may name the user's own ids)
+    notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         """A short human summary."""
@@ -85,6 +89,7 @@ class IngestSummary:
         if self.qc_flags:
             flagged = ", ".join(f"{flag} {n}" for flag, n in sorted(self.qc_flags.items()))
             out.append(f"QC flags (see 'morphml qc'): {flagged}")
+        out.extend(self.notes)
         out.extend(f"  error: {e}" for e in self.errors[:20])
         if len(self.errors) > 20:
             out.append(f"  ... and {len(self.errors) - 20} more errors (see ingest_errors)")
@@ -257,14 +262,17 @@ def ingest(
         The database file (created when missing).
     participants, column_map : path-like, optional
         A participants table and the YAML column map that reads it (ids, age, sex coding, site,
-        phenotypes). For table inputs the map reads the table itself.
+        phenotypes). For table inputs the map reads the table itself; ``aparcstats2table`` /
+        ``asegstats2table`` files are read as one set joined with the participants file (the
+        map's ``participants`` key, which ``participants`` overrides).
     key_file : path-like, optional
         The pseudonym key (created with mode 0600 on first use).
     jobs : int
         Parser processes.
     on_error : {'fail', 'skip'}
         ``fail`` rolls back everything on the first bad scan; ``skip`` records bad scans in
-        ``ingest_errors`` and ingests the rest.
+        ``ingest_errors`` and ingests the rest. It covers participants rows that cannot be
+        read, and (for tables) ids with no participants row and the reverse.
     linkage_out : path-like, optional
         Write original id <-> pseudonym here (mode 0600), for the linkage manager only.
     allow_reenrol : bool
@@ -304,7 +312,9 @@ def ingest(
                 f"{found.tables[0].name}: a table needs a column map (--map MAP.yaml) naming "
                 "its id column and the sex coding"
             )
-        scans.extend(_table_scans(found.tables, cmap, source, key))
+        scans.extend(
+            _table_scans(found.tables, cmap, source, key, participants, on_error, errors, summary)
+        )
     _check_duplicates(scans)
     if part_path is not None:
         if cmap is None:
@@ -313,6 +323,11 @@ def ingest(
                 "that names the id, age and sex columns and states the sex coding"
             )
         if found.scans:
+            if not part_path.is_file():
+                origin = "--participants" if participants is not None else "found beside the scans"
+                raise IngestError(
+                    f"participants file {part_path} ({origin}) does not exist or is not a file"
+                )
             _attach_participants(scans, part_path, cmap, on_error, errors, summary)
     with connect(db, create=True) as con:
         check_key(con, key)
@@ -393,11 +408,42 @@ def _check_duplicates(scans: list[_Scan]) -> None:
 
 
 def _table_scans(
-    tables: list[Path], cmap: ColumnMap, source: str, key: PseudonymKey
+    tables: list[Path],
+    cmap: ColumnMap,
+    source: str,
+    key: PseudonymKey,
+    participants: str | os.PathLike[str] | None,
+    on_error: str,
+    errors: list[tuple[str | None, str | None, int | None, str]],
+    summary: IngestSummary,
 ) -> list[_Scan]:
+    """Scans of the table inputs: FreeSurfer table exports are read as one set joined with the
+    participants file; every other table is a wide table read with the map.
+
+    The same scan in several tables is one scan when the rows agree (collapsed) and an error
+    naming the files otherwise.
+    """
+    bad_rows = "skip" if on_error == "skip" else "error"
+    exports = [t for t in tables if is_table_export(t)]
+    wides = [t for t in tables if t not in exports]
+    read: list[WideTable] = []
+    if exports:
+        read.append(
+            read_table_set(exports, cmap, participants_path=participants, on_bad_row=bad_rows)
+        )
+    for table in wides:
+        read.append(
+            read_wide_table(table, cmap, participants_path=participants, on_bad_row=bad_rows)
+        )
     out: list[_Scan] = []
-    for table in tables:
-        wide = read_wide_table(table, cmap)
+    seen: dict[str, tuple[_Scan, str]] = {}
+    for wide in read:
+        where = f"{len(exports)} table files" if wide is read[0] and exports else wide.source_file
+        _report_table(wide, where, on_error, errors, summary)
+        skip = set(wide.skipped_rows) | set(wide.without_participants) if on_error == "skip" \
+            else set()  # fmt: skip
+        if wide.participants_file is None:
+            skip = set(wide.skipped_rows)
         part = wide.participants
         feature_ids = list(wide.features.columns)
         matrix = wide.features.to_numpy(dtype=np.float64)
@@ -409,8 +455,10 @@ def _table_scans(
         phenotype_cols = [c for c in part.columns if c not in _DEMOGRAPHIC_COLUMNS]
         for i, (_, row) in enumerate(part.iterrows()):
             original = str(row["id"])
+            if original in skip:
+                continue
             sess = row["session"] if has_session and pd.notna(row["session"]) else None
-            labels = sorted(subjects[original], key=lambda x: x or "")
+            labels = sorted(set(subjects[original]), key=lambda x: x or "")
             scan = _Scan(
                 scan_key=key.scan(source, original, sess),
                 subject_key=key.subject(source, original),
@@ -425,8 +473,104 @@ def _table_scans(
                 tuple(f for f, p in zip(feature_ids, present, strict=True) if p),
                 matrix[i][present],
             )
+            here = where if wide.lines is None else f"{where} line {wide.lines[i]}"
+            earlier = seen.get(scan.scan_key)
+            if earlier is not None:
+                if _same_scan(earlier[0], scan):
+                    continue
+                shown = original + (f" session {sess}" if sess else "")
+                # the user's own id, on the user's terminal only: the message is not stored
+                raise IngestError(
+                    f"{earlier[1]} and {here}: id {shown!r} appears in both with different "
+                    "values (features or participant columns); one person's scan must be the "
+                    "same in every file: fix one of the files, or ingest them as different "
+                    "sources"
+                )
+            seen[scan.scan_key] = (scan, here)
             out.append(scan)
     return out
+
+
+def _same_scan(a: _Scan, b: _Scan) -> bool:
+    if (a.age, a.sex, a.site, a.phenotypes) != (b.age, b.sex, b.site, b.phenotypes):
+        return False
+    ids_a, vals_a = a.table_values or ((), np.empty(0))
+    ids_b, vals_b = b.table_values or ((), np.empty(0))
+    return ids_a == ids_b and bool(np.allclose(vals_a, vals_b, rtol=1e-9, atol=0.0))
+
+
+def _shown_ids(ids: list[str]) -> str:
+    shown = ", ".join(ids[:10])
+    return shown + (f" (and {len(ids) - 10} more)" if len(ids) > 10 else "")
+
+
+def _report_table(
+    wide: WideTable,
+    where: str,
+    on_error: str,
+    errors: list[tuple[str | None, str | None, int | None, str]],
+    summary: IngestSummary,
+) -> None:
+    """Summary notes for what a table reader merged or left out; ids on one side only stop
+    the ingest unless ``on_error == 'skip'`` (then they are skipped with a recorded reason).
+
+    Ids appear only in the notes and messages, which go to the user's terminal; the recorded
+    reasons in ``ingest_errors`` never hold an id.
+    """
+    if wide.empty_columns:
+        pairs = ", ".join(f"{c!r} (used {k!r})" for c, k in wide.empty_columns.items())
+        summary.notes.append(
+            f"{where}: {len(wide.empty_columns)} all-zero or empty columns left out in favour "
+            f"of a populated column holding the same feature: {pairs}"
+        )
+    if wide.duplicate_columns:
+        pairs = ", ".join(f"{c!r} (= {k!r})" for c, k in wide.duplicate_columns.items())
+        summary.notes.append(f"{where}: duplicate columns merged: {pairs}")
+    part_name = wide.participants_file
+    if part_name is not None:
+        without = wide.without_participants
+        only = wide.participants_only
+        if (without or only) and on_error != "skip":
+            parts = []
+            if without:
+                parts.append(
+                    f"{len(without)} ids of {where} have no row in {part_name} "
+                    f"({_shown_ids(without)})"
+                )
+            if only:
+                parts.append(
+                    f"{len(only)} ids of {part_name} have no row in {where} ({_shown_ids(only)})"
+                )
+            raise IngestError(
+                "; ".join(parts) + "; fix the files, or ingest with --on-error skip to leave "
+                "these ids out (nothing was ingested)"
+            )
+        if without:
+            summary.notes.append(
+                f"skipped {len(without)} ids of {where} without a row in {part_name}: "
+                f"{_shown_ids(without)}"
+            )
+            summary.n_skipped += len(without)
+            summary.skipped[f"no row in {part_name}"] += len(without)
+            errors.extend(
+                (None, where, None, f"a table row has no row in {part_name}") for _ in without
+            )
+        if only:
+            summary.notes.append(
+                f"{len(only)} ids of {part_name} have no row in {where} (not ingested): "
+                f"{_shown_ids(only)}"
+            )
+            errors.extend(
+                (None, part_name, None, f"a row of {part_name} matches no table row") for _ in only
+            )
+    if wide.skipped_rows:
+        bad = list(wide.skipped_rows)
+        summary.notes.append(f"skipped {len(bad)} rows that cannot be read: {_shown_ids(bad)}")
+        summary.n_skipped += len(bad)
+        for reason in wide.skipped_rows.values():
+            summary.skipped["row cannot be read (see ingest_errors)"] += 1
+            # stored: file names only, never the folders they were in
+            errors.append((None, where, None, re.sub(r"[^\s'\"]*/(?=[^/\s]+)", "", reason)))
 
 
 _DEMOGRAPHIC_COLUMNS = ("id", "age", "sex", "site", "session", "scanner")
@@ -463,7 +607,15 @@ def _attach_participants(
     errors: list[tuple[str | None, str | None, int | None, str]],
     summary: IngestSummary,
 ) -> None:
-    wide = read_wide_table(path, cmap)
+    wide = read_wide_table(path, cmap, on_bad_row="skip" if on_error == "skip" else "error")
+    for reason in wide.skipped_rows.values():
+        # the row's scans then have no participants row and are skipped below
+        errors.append((None, path.name, None, re.sub(r"[^\s'\"]*/(?=[^/\s]+)", "", reason)))
+    if wide.skipped_rows:
+        summary.notes.append(
+            f"{len(wide.skipped_rows)} rows of {path.name} cannot be read and were left out: "
+            f"{_shown_ids(list(wide.skipped_rows))}"
+        )
     part = wide.participants
     if len(wide.features.columns):
         raise IngestError(

@@ -39,6 +39,7 @@ from morphml.io._tables import (
     read_wide_table,
     recognise_column,
 )
+from morphml.io._tableset import is_table_export, read_table_set
 
 __all__ = [
     "ATLASES",
@@ -65,6 +66,7 @@ __all__ = [
     "feature_id",
     "find_stats_dir",
     "identifying_kind",
+    "is_table_export",
     "known_regions",
     "load_column_map",
     "parse_feature_id",
@@ -73,6 +75,7 @@ __all__ = [
     "read_stats_files",
     "read_subject",
     "read_table_export",
+    "read_table_set",
     "read_wide_table",
     "recognise_column",
 ]

@@ -28,6 +28,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_MISSING_VALUES",
     "ColumnMap",
     "IdentifyingColumns",
+    "ParticipantsFile",
     "Phenotype",
     "RowFilter",
     "SexColumn",
@@ -163,13 +165,27 @@ class IdentifyingColumns(_Strict):
     date_format: str | None = None
 
 
+class ParticipantsFile(_Strict):
+    """The participants / phenotype file of a table or table set, and its own id column.
+
+    ``path`` relative to the map file's folder (or, when no such file is there, to the folder
+    of the table being read); ``id`` is the participants file's id column when it differs from
+    the table's (``FILE_ID`` beside a FreeSurfer table export's first column).
+    """
+
+    path: str | None = None
+    id: str | None = None
+
+
 class ColumnMap(_Strict):
     """What each column of a wide table is (see the module docstring for a YAML example).
 
     Parameters
     ----------
-    id : str
+    id : str, optional
         Column holding the subject / scan id (pseudonymised later, never stored as is).
+        Required for wide tables; ``aparcstats2table`` / ``asegstats2table`` exports hold the
+        id in their first column whatever its header says.
     age : str, optional
         Column holding age at scan in years.
     sex : SexColumn, optional
@@ -193,9 +209,14 @@ class ColumnMap(_Strict):
         extension or header line when left out.
     identifying : IdentifyingColumns, optional
         Birth and scan date columns used to derive age at scan.
-    participants : str, optional
-        A second file holding the participant columns, joined on ``id``; a relative path is
-        relative to the table's folder.
+    participants : str or ParticipantsFile, optional
+        A second file holding the participant columns, joined on the id: a path, or
+        ``{path: FILE, id: COLUMN}`` when its id column differs from the table's. A relative
+        path is relative to the map file's folder; when no such file is there, to the table's
+        folder. ``--participants`` (``participants_path=``) overrides it.
+    sessions_from : {"age"}, optional
+        Rows repeating an id with different ages are sessions of one person, ordered by age
+        (for longitudinal tables without a session column).
     duplicate_ids : {"error", "drop"}
         What to do with an id that appears twice with different values. Identical repeated
         rows are always collapsed.
@@ -207,7 +228,7 @@ class ColumnMap(_Strict):
         Free text documenting the map.
     """
 
-    id: str
+    id: str | None = None
     age: str | None = None
     sex: SexColumn | None = None
     site: str | None = None
@@ -220,11 +241,14 @@ class ColumnMap(_Strict):
     surface_atlas: Literal["aparc", "DKT"] = "aparc"
     delimiter: str | None = None
     identifying: IdentifyingColumns | None = None
-    participants: str | None = None
+    participants: str | ParticipantsFile | None = None
+    sessions_from: Literal["age"] | None = None
     duplicate_ids: Literal["error", "drop"] = "error"
     unrecognised: Literal["error", "skip"] = "error"
     missing_values: list[str] = Field(default_factory=lambda: list(DEFAULT_MISSING_VALUES))
     description: str | None = None
+    #: folder of the YAML file the map was read from (relative participants paths)
+    _map_dir: Path | None = PrivateAttr(default=None)
 
     @field_validator("features", mode="before")
     @classmethod
@@ -261,6 +285,13 @@ class ColumnMap(_Strict):
                 "give either 'age' (a column) or 'identifying' (birth and scan dates to "
                 "derive age at scan), not both"
             )
+        if self.sessions_from is not None and self.session is not None:
+            raise ValueError(
+                "give either 'session' (a column) or 'sessions_from: age' (repeated ids are "
+                "sessions ordered by age), not both"
+            )
+        if self.sessions_from == "age" and self.age is None:
+            raise ValueError("'sessions_from: age' needs the 'age' column")
         for name in self.phenotypes:
             if name in RESERVED_COLUMNS:
                 raise ValueError(
@@ -268,6 +299,25 @@ class ColumnMap(_Strict):
                     f"{list(RESERVED_COLUMNS)}; choose another name"
                 )
         return self
+
+    @property
+    def participants_path(self) -> str | None:
+        """The ``participants`` path as written in the map, or None."""
+        if isinstance(self.participants, ParticipantsFile):
+            return self.participants.path
+        return self.participants
+
+    @property
+    def participants_id(self) -> str | None:
+        """The participants file's id column: ``participants.id``, else ``id``."""
+        if isinstance(self.participants, ParticipantsFile) and self.participants.id:
+            return self.participants.id
+        return self.id
+
+    @property
+    def map_dir(self) -> Path | None:
+        """The folder of the YAML file the map came from (None for a map built in code)."""
+        return self._map_dir
 
     @property
     def sep(self) -> str | None:
@@ -346,7 +396,9 @@ def load_column_map(path: str | Path) -> ColumnMap:
     data = read_yaml(path, ColumnMapError, f"column map {path} does not exist")
     if data is None:
         raise ColumnMapError(f"{path}: the column map is empty; it needs at least 'id' and a site")
-    return ColumnMap.from_dict(data, source=str(path))
+    cmap = ColumnMap.from_dict(data, source=str(path))
+    cmap._map_dir = path.parent
+    return cmap
 
 
 def _describe(exc: ValidationError) -> str:

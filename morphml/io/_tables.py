@@ -24,6 +24,7 @@ import csv
 import difflib
 import fnmatch
 import math
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ __all__ = [
     "NOT_IMPORTED",
     "WideTable",
     "identifying_kind",
+    "participants_file",
     "read_table_export",
     "read_wide_table",
     "recognise_column",
@@ -128,7 +130,12 @@ _SEGMENTATION_HEADER = re.compile(r"^Measure:(\w+)$")
 _SEGMENTATION_MEASURES = {"volume": "volume", "mean": "normmean", "std": "normstd"}
 
 _SEX = {"female": "F", "male": "M"}
-_DUPLICATE_HINT = "fix the file, or set 'duplicate_ids: drop' in the column map to leave it out"
+_DOT_COPY = re.compile(r"^(.+)\.(\d+)$")
+_DUPLICATE_HINT = (
+    "if the rows are repeated scans of one person, say so in the column map with "
+    "'session: COLUMN' or 'sessions_from: age'; otherwise fix the file, or set "
+    "'duplicate_ids: drop' to leave the id out"
+)
 _SHOWN = 8  # how many offending columns an error lists before "... and N more"
 
 
@@ -409,6 +416,18 @@ def _read_raw(path: str | Path, sep: str | None) -> _Raw:
     return _Raw(shown, frame, lines)
 
 
+def _row_error(error: type[Exception], raw: _Raw, row: int, message: str) -> Exception:
+    """An error about one data row, tagged with the file and row so that a caller reading with
+    ``on_bad_row="skip"`` can leave the row out and go on."""
+    exc = error(message)
+    exc._morphml_row = (raw, int(row))  # type: ignore[attr-defined]
+    return exc
+
+
+def _bad_row(exc: Exception) -> tuple[_Raw, int] | None:
+    return getattr(exc, "_morphml_row", None)
+
+
 def _stripped(raw: _Raw, column: str) -> pd.Series:
     return raw.frame[column].str.strip()
 
@@ -484,9 +503,12 @@ def _to_float(
             i = int(np.flatnonzero(bad)[0])
             got = str(text.iloc[i])
             got = got if len(got) <= 40 else got[:37] + "..."
-            raise TableImportError(
+            raise _row_error(
+                TableImportError,
+                raw,
+                int(rows[i]),
                 f"{raw.where(int(rows[i]), column)}: expected a finite number (or an empty "
-                f"cell for a missing value), got {got!r}"
+                f"cell for a missing value), got {got!r}",
             )
         out[:, j] = values
     return out
@@ -544,6 +566,11 @@ def _dedupe_ids(
     return rows[keep], dropped
 
 
+def _empty_column(values: np.ndarray) -> bool:
+    """All zero or missing: what an export writes for a structure it does not have."""
+    return bool(np.all(np.isnan(values) | (values == 0)))
+
+
 def _merge_duplicate_features(
     path: str,
     columns: list[str],
@@ -551,28 +578,59 @@ def _merge_duplicate_features(
     values: np.ndarray,
     lines: np.ndarray,
     hint: str,
-) -> tuple[list[str], np.ndarray, dict[str, str]]:
-    """Columns naming the same feature (``eTIV`` and ``EstimatedTotalIntraCranialVol``) must
-    agree; the first is kept and the others reported."""
-    first: dict[str, int] = {}
-    drop: dict[str, str] = {}
-    keep_idx: list[int] = []
+) -> tuple[list[str], np.ndarray, dict[str, str], dict[str, str]]:
+    """Merge columns naming the same feature (``eTIV`` and ``EstimatedTotalIntraCranialVol``,
+    ``Left-Thalamus-Proper`` and ``Left-Thalamus``, a ``.1`` copy and its column).
+
+    Equal columns are merged (the first kept); a column that is entirely zero or missing gives
+    way to a populated one; any other disagreement is an error listing every conflicting pair.
+
+    Returns
+    -------
+    fids, values
+        One column per feature, in the order of first appearance.
+    duplicates : dict
+        Column left out -> the kept column with the same values.
+    empty : dict
+        Column left out because it is all zero / missing -> the populated column used instead.
+    """
+    groups: dict[str, list[int]] = {}
     for j, fid in enumerate(fids):
-        if fid not in first:
-            first[fid] = j
-            keep_idx.append(j)
+        groups.setdefault(fid, []).append(j)
+    duplicates: dict[str, str] = {}
+    empty: dict[str, str] = {}
+    conflicts: list[str] = []
+    keep_idx: list[int] = []
+    for fid, members in groups.items():
+        if len(members) == 1:
+            keep_idx.append(members[0])
             continue
-        k = first[fid]
-        a, b = values[:, k], values[:, j]
-        same = np.isclose(a, b, rtol=1e-6, atol=0.0, equal_nan=True)
-        if not same.all():
-            i = int(np.flatnonzero(~same)[0])
-            raise TableImportError(
-                f"{path} line {int(lines[i])}: columns {columns[k]!r} and {columns[j]!r} both "
-                f"hold feature {fid} but differ ({a[i]!r} vs {b[i]!r}); {hint}"
-            )
-        drop[columns[j]] = columns[k]
-    return [fids[j] for j in keep_idx], values[:, keep_idx], drop
+        populated = [j for j in members if not _empty_column(values[:, j])]
+        keep = populated[0] if populated else members[0]
+        keep_idx.append(keep)
+        for j in members:
+            if j == keep:
+                continue
+            a, b = values[:, keep], values[:, j]
+            same = np.isclose(a, b, rtol=1e-6, atol=0.0, equal_nan=True)
+            if same.all():
+                duplicates[columns[j]] = columns[keep]
+            elif j not in populated:
+                empty[columns[j]] = columns[keep]
+            else:
+                i = int(np.flatnonzero(~same)[0])
+                conflicts.append(
+                    f"line {int(lines[i])}: columns {columns[keep]!r} and {columns[j]!r} both "
+                    f"hold feature {fid} but differ ({float(a[i]):g} vs {float(b[i]):g})"
+                )
+    if len(conflicts) == 1:
+        raise TableImportError(f"{path} {conflicts[0]}; {hint}")
+    if conflicts:
+        raise TableImportError(
+            f"{path}: {len(conflicts)} pairs of columns hold the same feature but differ "
+            "(neither is all zero or empty): " + "; ".join(conflicts) + f"; {hint}"
+        )
+    return [fids[j] for j in keep_idx], values[:, keep_idx], duplicates, empty
 
 
 def _check_dk_or_dkt(fids: Iterable[str], where: str, fix: str, error: type[Exception]) -> None:
@@ -704,7 +762,7 @@ def read_table_export(path: str | Path) -> pd.DataFrame:
     rows = np.arange(len(raw.frame))
     rows, _ = _dedupe_ids(raw, ids, rows, columns, "error", id_column, "fix the file")
     values = _to_float(raw, rows, columns, frozenset(DEFAULT_MISSING_VALUES))
-    fids, values, _ = _merge_duplicate_features(
+    fids, values, _, empty = _merge_duplicate_features(
         raw.path,
         columns,
         fids,
@@ -716,6 +774,8 @@ def read_table_export(path: str | Path) -> pd.DataFrame:
     out = pd.DataFrame(values, index=index, columns=pd.Index(fids, dtype=object))
     out.attrs["source_file"] = Path(path).name
     out.attrs["not_imported"] = not_imported
+    out.attrs["empty_columns"] = empty
+    out.attrs["lines"] = dict(zip(out.index, raw.lines[rows].tolist(), strict=True))
     return out
 
 
@@ -786,8 +846,17 @@ class WideTable:
         Id -> reason, for ids repeated with different values under ``duplicate_ids: drop``.
     without_participants : list of str
         Ids of the table with no row in the participants file (their age, sex ... are missing).
+    participants_only : list of str
+        Ids of the participants file with no row in the table.
     n_filtered_out : int
         Rows left out by the ``rows`` filter.
+    empty_columns : dict
+        Column left out because it is all zero or missing -> the column holding the same
+        feature that was used (alias pairs such as ``Left-Thalamus``/``Left-Thalamus-Proper``,
+        ``.1`` copies).
+    skipped_rows : dict
+        Id -> reason, for rows left out by ``on_bad_row="skip"`` (an unknown code, a bad
+        number). The reason names file, line and column and never the id.
     """
 
     features: pd.DataFrame
@@ -800,7 +869,12 @@ class WideTable:
     duplicate_columns: dict[str, str] = field(default_factory=dict)
     dropped_ids: dict[str, str] = field(default_factory=dict)
     without_participants: list[str] = field(default_factory=list)
+    participants_only: list[str] = field(default_factory=list)
     n_filtered_out: int = 0
+    empty_columns: dict[str, str] = field(default_factory=dict)
+    skipped_rows: dict[str, str] = field(default_factory=dict)
+    #: line in the table file of each row (None for a table set, whose rows span files)
+    lines: list[int] | None = None
 
 
 def _is_ignored(column: str, patterns: Sequence[str]) -> bool:
@@ -875,6 +949,18 @@ def _classify(
             columns.append(column)
             fids.append(fid)
             continue
+        copy = _DOT_COPY.match(column)
+        if surface_atlas is not None and copy and copy.group(1) in raw.header:
+            # a pandas-style '.1' copy of another column: merged with it (or, all zero, left
+            # out) by _merge_duplicate_features
+            base = copy.group(1)
+            base_fid = cmap.features.get(base) or recognise_column(
+                base, surface_atlas=surface_atlas
+            )
+            if base_fid is not None:
+                columns.append(column)
+                fids.append(base_fid)
+                continue
         if column.lower() in NOT_IMPORTED:
             not_imported[column] = NOT_IMPORTED[column.lower()]
             continue
@@ -889,7 +975,7 @@ def _classify(
 def _surface_atlas(cmap: ColumnMap, raw: _Raw) -> str:
     """The map's surface atlas, checked against an export header (``lh.aparc.DKTatlas...``)."""
     try:
-        context = _export_context(cmap.id)
+        context = _export_context(cmap.id or "")
     except TableImportError:
         context = None
     if context is None or context[0] != "surface" or context[1] not in ("aparc", "DKT"):
@@ -933,9 +1019,12 @@ def _parse_role(
             bad = (np.isnan(values) | np.isinf(values)) & ~is_missing
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                raise TableImportError(
+                raise _row_error(
+                    TableImportError,
+                    raw,
+                    int(rows[i]),
                     f"{raw.where(int(rows[i]), column)}: phenotype {name!r} is continuous; "
-                    f"expected a number, got {_short(text.iloc[i])!r}"
+                    f"expected a number, got {_short(text.iloc[i])!r}",
                 )
             values[is_missing] = np.nan
             return pd.Series(values, index=text.index, dtype=np.float64)
@@ -977,16 +1066,22 @@ def _check_ages(
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         got = f", got {_short(str(text.iloc[i]))!r}" if text is not None else ""
-        raise TableImportError(
-            f"{raw.where(int(rows[i]), column)}: expected age in years (a number){got}"
+        raise _row_error(
+            TableImportError,
+            raw,
+            int(rows[i]),
+            f"{raw.where(int(rows[i]), column)}: expected age in years (a number){got}",
         )
     with np.errstate(invalid="ignore"):
         out = (ages < 0) | (ages > 120)
     if out.any():
         i = int(np.flatnonzero(out)[0])
         got = f", got {ages[i]:g}" if text is not None else ""
-        raise TableImportError(
-            f"{raw.where(int(rows[i]), column)}: expected age in years between 0 and 120{got}"
+        raise _row_error(
+            TableImportError,
+            raw,
+            int(rows[i]),
+            f"{raw.where(int(rows[i]), column)}: expected age in years between 0 and 120{got}",
         )
 
 
@@ -1004,10 +1099,13 @@ def _apply_coding(
     bad = mapped.isna().to_numpy() & ~is_missing
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ColumnMapError(
+        raise _row_error(
+            ColumnMapError,
+            raw,
+            int(rows[i]),
             f"{raw.where(int(rows[i]), column)}: value {_short(str(text.iloc[i]))!r} is not in "
             f"the map's {key} (codes: {', '.join(repr(c) for c in coding)}); add it to {key} "
-            "or correct the cell"
+            "or correct the cell (or ingest with --on-error skip to leave the row out)",
         )
     return _with_none(mapped, is_missing)
 
@@ -1027,13 +1125,16 @@ def _derive_age(
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             # the cell is not shown: it is a date of birth or of a visit
-            raise TableImportError(
+            raise _row_error(
+                TableImportError,
+                raw,
+                int(rows[i]),
                 f"{raw.where(int(rows[i]), column)}: expected a date "
                 + (
                     f"in the format {ident.date_format!r}"
                     if ident.date_format
                     else "in ISO 8601 form (YYYY-MM-DD) or a 'date_format' under 'identifying'"
-                )
+                ),
             )
         dates[key] = parsed
     days = (dates["scan_date"] - dates["birth_date"]).dt.days.to_numpy(dtype=np.float64)
@@ -1047,7 +1148,8 @@ def read_wide_table(
     path: str | Path,
     column_map: ColumnMap | str | Path,
     *,
-    participants_path: str | Path | None = None,
+    participants_path: str | os.PathLike[str] | None = None,
+    on_bad_row: str = "error",
 ) -> WideTable:
     """Read a wide CSV/TSV (one row per scan) with a column map.
 
@@ -1065,7 +1167,10 @@ def read_wide_table(
         The map, or the path of its YAML file.
     participants_path : str or Path, optional
         A second file with the participant columns (age, sex, ...), joined on the map's
-        ``id`` column; overrides the map's ``participants`` key.
+        id column; overrides the map's ``participants`` key.
+    on_bad_row : {"error", "skip"}
+        ``skip`` leaves out a row whose age, sex code, phenotype or feature value cannot be
+        read, recording the reason in ``WideTable.skipped_rows``, instead of failing.
 
     Returns
     -------
@@ -1093,19 +1198,23 @@ def read_wide_table(
     (['aparc.lh.bankssts.thickness'], 'M')
     """
     cmap = column_map if isinstance(column_map, ColumnMap) else load_column_map(column_map)
+    if cmap.id is None:
+        raise ColumnMapError(
+            f"{path}: the column map has no 'id' key; name the table's id column (id: COLUMN)"
+        )
+    id_col = cmap.id
+    part_id = cmap.participants_id or id_col
     missing = frozenset(v.strip() for v in cmap.missing_values)
     main = _read_raw(path, cmap.sep)
-    if participants_path is None and cmap.participants is not None:
-        candidate = Path(cmap.participants)
-        participants_path = candidate if candidate.is_absolute() else Path(path).parent / candidate
-    part = _read_raw(participants_path, cmap.sep) if participants_path else None
+    part_file = participants_file(cmap, Path(path), participants_path)
+    part = _read_raw(part_file, cmap.sep) if part_file is not None else None
     tables = [main] if part is None else [main, part]
 
-    for raw in tables:
-        if cmap.id not in raw.header:
+    for raw, column, key in ((main, id_col, "id"), (part, part_id, "participants.id")):
+        if raw is not None and column not in raw.header:
             raise ColumnMapError(
-                f"{raw.path} line 1: no id column {cmap.id!r} (map key 'id')"
-                f"{_closest(cmap.id, raw.header)}"
+                f"{raw.path} line 1: no id column {column!r} (map key {key!r})"
+                f"{_closest(column, raw.header)}"
             )
     surface_atlas = _surface_atlas(cmap, main)
 
@@ -1130,14 +1239,19 @@ def read_wide_table(
                 f"map key 'features' names column {column!r}, which is not in {main.path}"
                 f"{_closest(column, main.header)}"
             )
+    if cmap.sessions_from == "age" and home.get("age") is not main:
+        raise ColumnMapError(
+            f"map key 'sessions_from: age' needs the age column {cmap.age!r} in {main.path} "
+            "itself (repeated ids there are ordered by it)"
+        )
 
     refused: list[tuple[str, str, str]] = []
-    used_main = {cmap.id: "id"} | {c: k for k, c in roles.items() if home[k] is main}
+    used_main = {id_col: "id"} | {c: k for k, c in roles.items() if home[k] is main}
     columns, fids, ignored, unrecognised, not_imported = _classify(
         main, cmap, used_main, surface_atlas, refused
     )
     if part is not None:
-        used_part = {cmap.id: "id"} | {c: k for k, c in roles.items() if home[k] is part}
+        used_part = {part_id: "id"} | {c: k for k, c in roles.items() if home[k] is part}
         _, _, p_ignored, p_unrecognised, p_not = _classify(part, cmap, used_part, None, refused)
         ignored += p_ignored
         unrecognised += p_unrecognised
@@ -1162,7 +1276,7 @@ def read_wide_table(
         )
 
     # rows: filter, ids, repeats
-    main_ids = _ids(main, cmap.id)
+    main_ids = _ids(main, id_col)
     rows = np.arange(len(main.frame))
     n_filtered = 0
     if cmap.rows is not None and home["rows.column"] is main:
@@ -1174,20 +1288,27 @@ def read_wide_table(
     if cmap.session is not None and home["session"] is main:
         # one row per scan: with a session column an id may repeat, once per session
         main_keys = main_ids + " (session " + _stripped(main, cmap.session) + ")"
+    age_sessions: pd.Series | None = None
+    if cmap.sessions_from == "age" and cmap.age is not None:
+        # repeated ids at different ages are sessions, labelled by the age (stable when a
+        # later release adds a visit); repeats at the same age must agree
+        ages = pd.to_numeric(_stripped(main, cmap.age), errors="coerce")
+        age_sessions = ages.map(lambda a: "" if pd.isna(a) else f"age-{a:09.4f}")
+        main_keys = main_ids + " (" + age_sessions + ")"
     rows, dropped = _dedupe_ids(
-        main, main_keys, rows, main_compare, cmap.duplicate_ids, cmap.id, _DUPLICATE_HINT
+        main, main_keys, rows, main_compare, cmap.duplicate_ids, id_col, _DUPLICATE_HINT
     )
 
     part_rows = np.arange(0)
     part_ids = pd.Series(dtype=object)
     if part is not None:
-        part_ids = _ids(part, cmap.id)
+        part_ids = _ids(part, part_id)
         part_rows = np.arange(len(part.frame))
         if cmap.rows is not None and home["rows.column"] is part:
             part_rows = part_rows[_filter_mask(part, cmap.rows)]
         part_compare = [c for k, c in roles.items() if home[k] is part]
         part_rows, p_dropped = _dedupe_ids(
-            part, part_ids, part_rows, part_compare, cmap.duplicate_ids, cmap.id, _DUPLICATE_HINT
+            part, part_ids, part_rows, part_compare, cmap.duplicate_ids, part_id, _DUPLICATE_HINT
         )
         dropped |= p_dropped
         if cmap.rows is not None and home["rows.column"] is part:
@@ -1198,34 +1319,8 @@ def read_wide_table(
             rows = rows[mask]
         if p_dropped:
             rows = rows[~main_ids.iloc[rows].isin(list(p_dropped)).to_numpy()]
-    if not len(rows):
-        raise TableImportError(
-            f"{main.path}: no row is left to import"
-            + (
-                f" after the row filter (column {cmap.rows.column!r} keeps {cmap.rows.keep})"
-                if cmap.rows is not None
-                else ""
-            )
-        )
 
-    values = _to_float(main, rows, columns, missing)
-    fids, values, duplicate_columns = _merge_duplicate_features(
-        main.path,
-        columns,
-        fids,
-        values,
-        main.lines[rows],
-        "add one of them to 'ignore' in the column map",
-    )
-    ids = main_ids.iloc[rows].to_numpy(dtype=object)
-    features = pd.DataFrame(
-        values,
-        index=pd.Index(ids, name="id", dtype=object),
-        columns=pd.Index(fids, dtype=object),
-    )
-
-    # participants: parse each role on its own file, then line it up with the scans
-    def role(key: str) -> np.ndarray:
+    def role(key: str, rows: np.ndarray, part_rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
         raw = home[key]
         raw_rows = rows if raw is main else part_rows
         if key == "identifying.scan_date" and cmap.identifying is not None:
@@ -1242,20 +1337,74 @@ def read_wide_table(
         by_id = pd.Series(parsed.to_numpy(), index=part_ids.iloc[raw_rows].to_numpy())
         return by_id.reindex(ids).to_numpy()
 
+    keys = [k for k in roles if not k.startswith(("rows.", "identifying.birth_date"))]
+    # parse every cell; with on_bad_row="skip" a row that cannot be read is left out (its
+    # reason recorded) and the parse goes on without it
+    skipped: dict[str, str] = {}
+    while True:
+        if not len(rows):
+            raise TableImportError(
+                f"{main.path}: no row is left to import"
+                + (
+                    f" after the row filter (column {cmap.rows.column!r} keeps {cmap.rows.keep})"
+                    if cmap.rows is not None
+                    else ""
+                )
+                + (" after leaving out the rows that cannot be read" if skipped else "")
+            )
+        ids = main_ids.iloc[rows].to_numpy(dtype=object)
+        try:
+            values = _to_float(main, rows, columns, missing)
+            parsed = {key: role(key, rows, part_rows, ids) for key in keys}
+            break
+        except (TableImportError, ColumnMapError) as exc:
+            bad = _bad_row(exc)
+            if on_bad_row != "skip" or bad is None:
+                raise
+            raw, row = bad
+            if raw is main:
+                skipped[str(main_ids.iloc[row])] = str(exc)
+                rows = rows[rows != row]
+            else:
+                bad_id = str(part_ids.iloc[row])
+                skipped[bad_id] = str(exc)
+                part_rows = part_rows[part_rows != row]
+                rows = rows[(main_ids.iloc[rows] != bad_id).to_numpy()]
+
+    fids, values, duplicate_columns, empty_columns = _merge_duplicate_features(
+        main.path,
+        columns,
+        fids,
+        values,
+        main.lines[rows],
+        "add one of them to 'ignore' in the column map",
+    )
+    features = pd.DataFrame(
+        values,
+        index=pd.Index(ids, name="id", dtype=object),
+        columns=pd.Index(fids, dtype=object),
+    )
+
     n = len(ids)
     participants = pd.DataFrame({"id": ids})
     if cmap.age is not None:
-        participants["age"] = role("age").astype(np.float64)
+        participants["age"] = parsed["age"].astype(np.float64)
     elif cmap.identifying is not None:
-        participants["age"] = role("identifying.scan_date").astype(np.float64)
+        participants["age"] = parsed["identifying.scan_date"].astype(np.float64)
     else:
         participants["age"] = np.full(n, np.nan)
-    participants["sex"] = role("sex.column") if cmap.sex is not None else [None] * n
-    participants["site"] = role("site") if cmap.site is not None else [cmap.site_value] * n
+    participants["sex"] = parsed["sex.column"] if cmap.sex is not None else [None] * n
+    participants["site"] = parsed["site"] if cmap.site is not None else [cmap.site_value] * n
     if cmap.session is not None:
-        participants["session"] = role("session")
+        participants["session"] = parsed["session"]
+    elif age_sessions is not None:
+        # every row labelled by its age, repeated or not: a scan keeps its pseudonym when a
+        # later release adds another visit of the same person
+        labels = age_sessions.iloc[rows].to_numpy(dtype=object)
+        labels[labels == ""] = None
+        participants["session"] = labels
     for name in cmap.phenotypes:
-        participants[name] = role(f"phenotypes.{name}.column")
+        participants[name] = parsed[f"phenotypes.{name}.column"]
     for column in participants.columns:
         if participants[column].dtype == object:
             participants[column] = _with_none(
@@ -1263,19 +1412,68 @@ def read_wide_table(
             )
 
     without: list[str] = []
+    only: list[str] = []
     if part is not None:
         known_ids = set(part_ids.iloc[part_rows])
-        without = [i for i in ids if i not in known_ids]
+        without = list(dict.fromkeys(i for i in ids if i not in known_ids))
+        table_ids = set(main_ids.iloc[rows])
+        only = list(dict.fromkeys(i for i in part_ids.iloc[part_rows] if i not in table_ids))
+        only = [i for i in only if i not in skipped and i not in dropped]
     return WideTable(
         features=features,
         participants=participants,
         source_file=Path(path).name,
-        participants_file=Path(participants_path).name if participants_path else None,
+        participants_file=part_file.name if part_file is not None else None,
         unrecognised=unrecognised,
         ignored=ignored,
         not_imported=not_imported,
         duplicate_columns=duplicate_columns,
         dropped_ids=dropped,
         without_participants=without,
+        participants_only=only,
         n_filtered_out=n_filtered,
+        empty_columns=empty_columns,
+        skipped_rows=skipped,
+        lines=[int(v) for v in main.lines[rows]],
+    )
+
+
+def participants_file(
+    cmap: ColumnMap, table: Path | None, option: str | os.PathLike[str] | None
+) -> Path | None:
+    """The participants file to join: the option when given, else the map's ``participants``.
+
+    A relative map path is taken relative to the map file's folder, and when no such file is
+    there, to the table's folder. A file that does not exist is an error naming the path and
+    where it came from.
+    """
+    if option is not None:
+        path = Path(option)
+        if not path.is_file():
+            raise TableImportError(
+                f"participants file {path} (given with --participants) does not exist or is "
+                "not a file"
+            )
+        return path
+    written = cmap.participants_path
+    if written is None:
+        return None
+    candidate = Path(written)
+    tried: list[Path] = []
+    if candidate.is_absolute():
+        tried.append(candidate)
+    else:
+        if cmap.map_dir is not None:
+            tried.append(cmap.map_dir / candidate)
+        if table is not None:
+            tried.append(table.parent / candidate)
+    for path in tried:
+        if path.is_file():
+            return path
+    origin = "the column map's 'participants' key"
+    looked = " or ".join(str(p) for p in dict.fromkeys(tried)) or written
+    raise TableImportError(
+        f"participants file {written!r} (from {origin}) does not exist: looked for {looked}; "
+        "fix the path in the map (relative paths are relative to the map file) or pass "
+        "--participants FILE"
     )

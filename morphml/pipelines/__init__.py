@@ -1,14 +1,17 @@
 """Pipelines: configs in, run directories out."""
 
 from morphml.pipelines._demo import DemoResult, run_demo
+from morphml.pipelines._evaluate import EvaluationResult, evaluate_run
 from morphml.pipelines._fit import RunResult, fit_pretrain, package_versions
 from morphml.pipelines._predict import predict_run
 from morphml.pipelines._transfer import TransferResult, fit_transfer
 
 __all__ = [
     "DemoResult",
+    "EvaluationResult",
     "RunResult",
     "TransferResult",
+    "evaluate_run",
     "fit_pretrain",
     "fit_transfer",
     "package_versions",

@@ -611,7 +611,7 @@ def _site_columns_for(X: pd.DataFrame, train: np.ndarray, test: np.ndarray) -> p
 
 
 def _score(
-    config: PretrainConfig, target: str, preds: pd.DataFrame, frame: FeatureFrame
+    config: PretrainConfig, target: str, preds: pd.DataFrame, frame: FeatureFrame | None = None
 ) -> dict[str, Any]:
     from morphml.evaluation._metrics import (
         brain_age_metrics,

@@ -12,9 +12,9 @@ import yaml
 
 from morphml.config import CohortSpec, PretrainConfig, parse_config
 from morphml.exceptions import ConfigError
-from morphml.features import SITE_PREFIX, load_frame
+from morphml.features import SITE_PREFIX, describe, load_frame
 
-__all__ = ["predict_run"]
+__all__ = ["predict_run", "predictions"]
 
 
 def predict_run(
@@ -30,6 +30,21 @@ def predict_run(
     extra feature is refused with the lists); a site the models never saw is refused unless
     the run's config says ``new_sites: ignore_site``.
     """
+    result = predictions(run_dir, db=db, source=source)
+    out_path = Path(out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    result.to_parquet(out_path, index=False)
+    return result
+
+
+def predictions(
+    run_dir: str | os.PathLike[str],
+    *,
+    db: str | os.PathLike[str] | None = None,
+    source: str | None = None,
+) -> pd.DataFrame:
+    """The predictions of :func:`predict_run`, not written (one row per scan, target and model;
+    ``subject_key``, ``sex`` and ``age`` of each scan included)."""
     from morphml.models import AgeBiasCorrector, load_model
 
     run = Path(run_dir)
@@ -43,21 +58,29 @@ def predict_run(
             f"{run}: a {config.kind} run; morphml predict takes a pretrain run's models"
         )
     cohort = CohortSpec(sources=[source] if source else None, first_session_only=False)
-    features = config.features.model_copy(update={"max_missing": 1.0, "site_covariates": False})
+    features = config.features.model_copy(
+        update={"max_missing": 1.0, "site_covariates": False, "available_in": None}
+    )
     frame = load_frame(db, cohort, features)
     trained = list(manifest["feature_ids"])
     have = list(frame.feature_ids)
     missing = [f for f in trained if f not in set(have)]
     if missing:
+        where = f"source {source!r}" if source else "the scans"
         raise ConfigError(
-            f"the scans lack {len(missing)} features the models were trained on "
-            f"(first: {missing[:5]}); ingest the same atlases and software outputs"
+            f"{where} lacks {len(missing)} of the {len(trained)} features the models were "
+            f"trained on: {', '.join(missing)}. Refit with 'features.available_in: "
+            f"[{source or 'SOURCE'}]' in the pretrain config to keep only the features "
+            "that source has (or ingest the same atlases and software outputs)"
         )
     absent = frame.X[trained].isna().any(axis=1)
     if absent.any():
+        gaps = [f for f in trained if frame.X[f].isna().any()]
         raise ConfigError(
-            f"{int(absent.sum())} scans miss some trained features "
-            f"(e.g. scan {frame.X.index[absent.to_numpy()][0]}); restrict --source"
+            f"{int(absent.sum())} scans miss some of the features the models were trained on "
+            f"(e.g. scan {frame.X.index[absent.to_numpy()][0]}; features: {', '.join(gaps)}); "
+            "restrict --source, or refit with 'features.available_in' naming the sources "
+            "the model is used on"
         )
     X = frame.X[trained].copy()
     site_cols = list(manifest.get("site_covariates", []))
@@ -67,7 +90,8 @@ def predict_run(
     if unseen and config.new_sites == "refuse":
         raise ConfigError(
             f"sites {unseen} were never seen in training; the models' site terms do not apply. "
-            "Set new_sites: ignore_site in the run's config to predict without them"
+            "Set new_sites: ignore_site in the run's config to predict without them, or fit "
+            "with features.site_covariates: false for models meant for new sites"
         )
     for col in site_cols:
         X[col] = (sites == col[len(SITE_PREFIX) :]).astype(np.float64)
@@ -83,7 +107,14 @@ def predict_run(
         columns = list(getattr(model, "feature_names_in_", X.columns))
         Xm = X[columns]
         out_frame = pd.DataFrame(
-            {"scan_key": X.index, "target": target, "model": label, "site": sites.to_numpy()}
+            {
+                "scan_key": X.index,
+                "subject_key": frame.meta["subject_key"].to_numpy(),
+                "target": target,
+                "model": label,
+                "site": sites.to_numpy(),
+                "sex": frame.meta["sex"].to_numpy(),
+            }
         )
         if target == "age":
             pred = np.asarray(model.predict(Xm), dtype=np.float64)
@@ -103,7 +134,6 @@ def predict_run(
             out_frame["y_pred"] = np.asarray(model.predict_proba(Xm))[:, 1]
         rows.append(out_frame)
     result = pd.concat(rows, ignore_index=True)
-    out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    result.to_parquet(out_path, index=False)
+    # JSON-safe counts of the scans predicted (an external-validation report shows them)
+    result.attrs["cohort"] = describe(frame)
     return result

@@ -132,7 +132,8 @@ def render_html(summary: dict[str, Any]) -> str:
     if not isinstance(summary, dict):
         raise ReportError(f"summary must be a dict from summarize(); got {type(summary).__name__}")
     run = summary.get("run")
-    if summary.get("kind") not in ("pretrain", "transfer") or not isinstance(run, dict):
+    kinds = ("pretrain", "transfer", "external_validation")
+    if summary.get("kind") not in kinds or not isinstance(run, dict):
         raise ReportError(
             "summary needs 'kind' (pretrain or transfer) and a 'run' mapping; make it with "
             "morphml.reports.summarize(run_dir)"

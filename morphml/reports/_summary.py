@@ -600,6 +600,11 @@ def summarize(
     from morphml.reports._tripod import tripod_items
 
     run = Path(run_dir)
+    from morphml.reports._external import EXTERNAL_KIND, read_manifest_kind, summarize_external
+
+    kind, raw_manifest = read_manifest_kind(run)
+    if kind == EXTERNAL_KIND and raw_manifest is not None:
+        return summarize_external(run, raw_manifest)
     manifest, config, metrics = _read_run(run)
     warnings: list[str] = []
     summary: dict[str, Any] = {

@@ -20,5 +20,6 @@ What is calibrated on which real table, and what is derived, is documented in
 """
 
 from morphml.simulate._cohort import SimulationSummary, simulate_cohort
+from morphml.simulate._tables import write_table_exports, write_wide_csv
 
-__all__ = ["SimulationSummary", "simulate_cohort"]
+__all__ = ["SimulationSummary", "simulate_cohort", "write_table_exports", "write_wide_csv"]

@@ -1,0 +1,216 @@
+"""``morphml evaluate``: external validation of a pretrain run on a source it never saw.
+
+The run's final models predict every scan of the source (the same code path as
+``morphml predict``); the predictions are scored with the metrics and bootstrap intervals of
+``morphml fit`` (:func:`morphml.pipelines._fit._score`: MAE, r, R², bias-corrected MAE,
+gap–age r; AUC, balanced accuracy, Brier, calibration), overall, per site and per sex. Nothing
+is refitted: the bias correction is the one the run fitted on its own training data.
+
+The evaluation folder is laid out like a run folder (``metrics.json`` with the scheme key
+``external``, ``predictions.parquet``, ``manifest.json`` of kind ``external_validation``,
+the run's ``config.yaml``), so ``morphml report`` renders it with the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from morphml._version import __version__
+from morphml.config import PretrainConfig, parse_config
+from morphml.db import connect
+from morphml.exceptions import ConfigError
+
+__all__ = ["EvaluationResult", "evaluate_run"]
+
+
+@dataclass
+class EvaluationResult:
+    """Where an external validation went and what it measured."""
+
+    out_dir: Path
+    metrics: dict[str, Any]
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike[str],
+    *,
+    source: str,
+    db: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+) -> EvaluationResult:
+    """Score a pretrain run's final models on a source it was not trained on.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        A pretrain run directory (``morphml fit``).
+    source : str
+        The database source to validate on. It must share no scan and no person with the
+        run's training scans.
+    db : path-like, optional
+        The database (``MORPHML_DB`` / ``morphml.duckdb`` by default).
+    out : path-like, optional
+        The evaluation folder; ``RUN/external-SOURCE`` by default.
+
+    Returns
+    -------
+    EvaluationResult
+
+    Raises
+    ------
+    ConfigError
+        Not a pretrain run; the source is one the run trained on, or shares people with its
+        training scans; the source lacks features the models need (listed, with the
+        ``features.available_in`` fix); the source lacks age or sex for every scan.
+    """
+    from morphml.evaluation._tuning import stable_seed
+    from morphml.pipelines._fit import _score, package_versions
+    from morphml.pipelines._predict import predictions
+
+    run = Path(run_dir)
+    manifest_path = run / "manifest.json"
+    if not manifest_path.is_file():
+        raise ConfigError(f"{run}: not a morphml run directory (no manifest.json)")
+    manifest = json.loads(manifest_path.read_text())
+    config = parse_config(yaml.safe_load((run / "config.yaml").read_text()), source=str(run))
+    if not isinstance(config, PretrainConfig):
+        raise ConfigError(f"{run}: a {config.kind} run; morphml evaluate takes a pretrain run")
+    trained_sources = set((manifest.get("cohort") or {}).get("sources") or {})
+    if source in trained_sources:
+        raise ConfigError(
+            f"source {source!r} is one the run was trained on ({sorted(trained_sources)}); "
+            "external validation needs a source the models never saw (its k-fold and "
+            "leave-site-out results are in the run's own metrics.json)"
+        )
+    preds = predictions(run, db=db, source=source)
+    _refuse_overlap(db, manifest, preds, source)
+    out_dir = Path(out) if out is not None else run / f"external-{source}"
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
+        raise ConfigError(f"{out_dir} exists and is not an evaluation folder; choose --out")
+    cohort = preds.attrs.get("cohort") or {}
+    preds = preds.copy()
+    preds["scheme"] = "external"
+    preds["fold"] = 0
+    metrics: dict[str, Any] = {"targets": {}, "source": source}
+    kept: list[pd.DataFrame] = []
+    for (target, label), group in preds.groupby(["target", "model"], sort=False):
+        group = group.copy()
+        if target == "age":
+            group["y_true"] = group["age"].to_numpy(np.float64)
+        else:
+            group["y_true"] = (group["sex"] == "M").to_numpy(np.float64)
+            group.loc[~group["sex"].isin(["M", "F"]), "y_true"] = np.nan
+        known = group["y_true"].notna().to_numpy()
+        if not known.any():
+            raise ConfigError(
+                f"source {source!r}: no scan has {target}, so the {target} models cannot be "
+                "scored; ingest it with a map that names the column"
+            )
+        group = group.loc[known]
+        kept.append(group)
+        scored = _score(config, str(target), group)
+        scored["per_sex"] = _per_sex(config, str(target), group)
+        scored["n_unknown_target"] = int((~known).sum())
+        metrics["targets"].setdefault(str(target), {})[str(label)] = {"external": scored}
+    table = pd.concat(kept, ignore_index=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.attrs = {}
+    table.to_parquet(out_dir / "predictions.parquet", index=False)
+    eval_id = uuid.uuid4().hex[:16]
+    metrics["run_id"] = eval_id
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
+    (out_dir / "config.yaml").write_text((run / "config.yaml").read_text())
+    evaluation_manifest = {
+        "run_id": eval_id,
+        "kind": "external_validation",
+        "morphml_version": __version__,
+        "packages": package_versions(),
+        "platform": {
+            "system": platform.system(),
+            "machine": platform.machine(),
+            "python": sys.version.split()[0],
+        },
+        "seeds": {"seed": config.seed, "bootstrap": stable_seed(config.seed, "bootstrap")},
+        "config_hash": manifest.get("config_hash"),
+        "feature_matrix_hash": manifest.get("feature_matrix_hash"),
+        "feature_ids": manifest.get("feature_ids"),
+        "site_covariates": manifest.get("site_covariates"),
+        "final_models": manifest.get("final_models"),
+        "git_commit": manifest.get("git_commit"),
+        "scan_keys": sorted(set(table["scan_key"])),
+        "cohort": cohort,
+        "evaluated": {
+            "source": source,
+            "run": run.name,
+            "run_id": manifest.get("run_id"),
+            "training_cohort": manifest.get("cohort"),
+            "bootstrap": config.validation.bootstrap,
+        },
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(evaluation_manifest, indent=1))
+    return EvaluationResult(out_dir, metrics)
+
+
+def _per_sex(config: PretrainConfig, target: str, group: pd.DataFrame) -> dict[str, Any]:
+    """Brain-age accuracy within each sex (a sex model has no accuracy within one sex)."""
+    from morphml.evaluation._metrics import per_group_metrics
+    from morphml.evaluation._tuning import stable_seed
+
+    if target != "age":
+        return {}
+    labels = group["sex"].map({"F": "female", "M": "male"}).fillna("unknown")
+    return per_group_metrics(
+        "brain_age",
+        group["y_true"].to_numpy(np.float64),
+        group["y_pred"].to_numpy(np.float64),
+        labels.to_numpy(),
+        corrected=group["y_pred_corrected"].to_numpy(np.float64),
+        groups=group["subject_key"].to_numpy(),
+        n_boot=config.validation.bootstrap,
+        random_state=stable_seed(config.seed, "external-per-sex"),
+    )
+
+
+def _refuse_overlap(
+    db: str | os.PathLike[str] | None,
+    manifest: dict[str, Any],
+    preds: pd.DataFrame,
+    source: str,
+) -> None:
+    """The source must share no scan and no person (subject key) with the training scans."""
+    training = list(manifest.get("scan_keys") or [])
+    scans = set(preds["scan_key"])
+    shared_scans = scans & set(training)
+    with connect(db, read_only=True) as con:
+        rows = con.execute(
+            "SELECT DISTINCT subject_key FROM scans WHERE scan_key IN (SELECT unnest(?))",
+            [training],
+        ).fetchall()
+        # the same scan ingested again under another source: same files, other pseudonyms
+        copies = con.execute(
+            "SELECT DISTINCT e.scan_key FROM files e JOIN files t USING (content_hash) "
+            "WHERE e.scan_key IN (SELECT unnest(?)) AND t.scan_key IN (SELECT unnest(?))",
+            [sorted(scans), training],
+        ).fetchall()
+    people = {str(r[0]) for r in rows}
+    shared_scans |= {str(r[0]) for r in copies}
+    shared_people = set(preds["subject_key"]) & people
+    shared_people |= set(preds.loc[preds["scan_key"].isin(shared_scans), "subject_key"])
+    if shared_scans or shared_people:
+        raise ConfigError(
+            f"source {source!r} shares {len(shared_people)} people ({len(shared_scans)} scans, "
+            "by pseudonym or identical stats files) with the run's training scans; external "
+            "validation needs people the models never saw: ingest the new people under their "
+            "own source, without the training people"
+        )
