@@ -161,6 +161,8 @@ def _config_view(config: PretrainConfig | TransferConfig) -> dict[str, Any]:
     data = config.model_dump(mode="json")
     if data.get("pretrained"):
         data["pretrained"] = Path(str(data["pretrained"])).name
+    if data.get("reference"):
+        data["reference"] = Path(str(data["reference"])).name
     return data
 
 
