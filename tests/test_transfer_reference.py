@@ -18,6 +18,7 @@ from morphml.features import load_frame
 from morphml.pipelines import fit_pretrain, fit_transfer
 from morphml.reference import ReferenceModel
 from morphml.reference._basis import braincharts_knots, common_design
+from morphml.reports import render_html, summarize
 from morphml.transfer import HeadFactory, PretrainedRun
 from morphml.transfer._reference import REFERENCE_PREFIX, ReferenceZ
 from tests.test_transfer import MAP, TARGET_MAP, table, transfer_config
@@ -122,6 +123,13 @@ def test_a_transfer_run_compares_reference_z_with_raw_and_normative_z(
     assert np.all(np.diff(q, axis=0) > 0)
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert "reference_z" in saved
+    # the report shows the provenance and one centile figure per drawn feature
+    summary = summarize(tmp_path / "run")
+    assert summary["transfer"]["reference"]["provenance"]["licence"] == "CC0"
+    assert summary["config"]["reference"] == "reference"  # the folder's name, not its path
+    html = render_html(summary)
+    assert "Reference model" in html and "test reference" in html
+    assert html.count("Reference centile curves") == len(curves["features"])
 
 
 def test_reference_needs_reference_z_and_back() -> None:
