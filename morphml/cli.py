@@ -452,6 +452,12 @@ cli.add_command(_process_command)
 from morphml.qc._cli import qc_command as _qc_command  # noqa: E402
 
 cli.add_command(_qc_command)
+from morphml.reference._cli import deviations_command as _deviations_command  # noqa: E402
+
+cli.add_command(_deviations_command)
+from morphml.reference._cli import reference_group as _reference_group  # noqa: E402
+
+cli.add_command(_reference_group)
 from morphml.reports._cli import report_command as _report_command  # noqa: E402
 
 cli.add_command(_report_command)

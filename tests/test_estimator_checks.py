@@ -9,6 +9,11 @@ Not checked here:
   fit regressors on negative targets, whose log is undefined, so nearly every check would fail
   for that reason alone. The same pipelines are checked with ``log_target=False``;
   the log target itself is scikit-learn's ``TransformedTargetRegressor``.
+* ``morphml.reference.ReferenceDeviations``: it scores the columns of a DataFrame by their
+  canonical feature ids with age, sex and site beside them (a reference model knows features
+  by name, never by position), so the checks' unnamed arrays give it nothing to score;
+  ``test_reference.py`` tests its scikit-learn behaviour (clone, fit returning self, not-fitted
+  error, fit only on the training rows).
 """
 
 from __future__ import annotations

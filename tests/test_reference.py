@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -13,11 +14,19 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
 
 from morphml.exceptions import ReferenceModelError, UntrustedPickleError
 from morphml.io import recognise_column
 from morphml.reference import ReferenceDeviations, ReferenceModel, import_braincharts
-from morphml.reference._basis import braincharts_knots, inverse_warp, spline_basis, warp
+from morphml.reference._basis import (
+    braincharts_knots,
+    common_design,
+    inverse_warp,
+    spline_basis,
+    warp,
+)
+from morphml.reference._blr import _neg_log_evidence, fit_blr
 from morphml.reference._unpickle import read_pickle
 
 from .conftest import SHARED_DATA
@@ -184,6 +193,8 @@ def test_bad_covariates_are_refused_with_the_reason(ref: ReferenceModel) -> None
     X = pd.DataFrame({PALLIDUM: [1800.0]})
     with pytest.raises(ReferenceModelError, match=r"sex.*0 \(female\) / 1 \(male\)"):
         ref.zscores(X, pd.DataFrame({"age": [40.0], "sex": [2]}))
+    with pytest.raises(ReferenceModelError, match=r"'sex' must be numeric coded 0 .* 'M' in 1"):
+        ref.zscores(X, pd.DataFrame({"age": [40.0], "sex": ["M"]}))  # the database's coding
     with pytest.raises(ReferenceModelError, match="outside the reference's range"):
         ref.zscores(X, pd.DataFrame({"age": [480.0], "sex": [1]}))  # months, not years
     with pytest.raises(ReferenceModelError, match="no 'age' column"):
@@ -272,6 +283,17 @@ def test_a_changed_or_foreign_reference_folder_is_refused(ref_dir: Path, tmp_pat
         ReferenceModel.load(copy)
     with pytest.raises(ReferenceModelError, match="import it first"):
         ReferenceModel.load(ARCHIVE_57K)
+    shutil.copy(ref_dir / "arrays.npz", copy / "arrays.npz")
+    doc = json.loads((copy / "reference.json").read_text())
+    (copy / "reference.json").write_text(json.dumps({**doc, "format_version": 99}))
+    with pytest.raises(ReferenceModelError, match=r"format version 99.*upgrade morphml"):
+        ReferenceModel.load(copy)
+    (copy / "reference.json").write_text(json.dumps({**doc, "features": doc["features"][1:]}))
+    with pytest.raises(ReferenceModelError, match=r"coef has shape \(187, 92\)"):
+        ReferenceModel.load(copy)
+    (copy / "reference.json").write_text(json.dumps({**doc, "sites": "ixi"}))
+    with pytest.raises(ReferenceModelError, match="'sites' must be a list"):
+        ReferenceModel.load(copy)
     (copy / "reference.json").write_text("{not json")
     with pytest.raises(ReferenceModelError, match="not valid JSON"):
         ReferenceModel.load(copy)
@@ -367,3 +389,244 @@ def test_clone_shares_the_reference_and_meta_can_come_apart(
     z_together = clone(dev).fit(cobre).transform(cobre)
     pd.testing.assert_frame_equal(z_apart, z_together)
     assert list(dev.get_feature_names_out()) == [PALLIDUM]
+    fresh = clone(dev)
+    with pytest.raises(NotFittedError):
+        fresh.transform(cobre)
+    assert fresh.fit(cobre) is fresh
+    assert fresh.get_params()["features"] == [PALLIDUM]
+
+
+# ---------------------------------------------------------------------------- fitting
+
+
+def test_blr_fits_a_simulated_warped_model_as_well_as_the_truth(
+    rng: np.random.Generator,
+) -> None:
+    def simulate(n: int) -> tuple[np.ndarray, np.ndarray]:
+        age = rng.uniform(10, 80, n)
+        sex = rng.integers(0, 2, n).astype(float)
+        site = rng.integers(0, 3, n)
+        common = common_design(age, sex, braincharts_knots())
+        phi = np.column_stack([common[:, :3], np.eye(3)[site], common[:, 3:]])
+        truth = np.zeros(phi.shape[1])
+        truth[:3] = 2.0, -0.01, 0.3
+        truth[3:6] = 0.2, -0.1, 0.0
+        return phi, inverse_warp(phi @ truth + rng.normal(0, 0.25, n), 0.3, 0.6)
+
+    phi, y = simulate(3000)
+    fit = fit_blr(phi, y, warped=True)
+    assert fit.converged
+    # the sinh-arcsinh family is only weakly identified on a narrow range of values, so the
+    # parameters need not come back; the evidence must be at least the truth's ...
+    gram = phi.T @ phi
+    at_fit = fit.nll
+    at_truth = min(
+        _neg_log_evidence(np.array([b, a, 0.3, np.log(0.6)]), phi, gram, y, True)
+        for b in np.log(16) + np.linspace(-1, 1, 21)
+        for a in np.linspace(-2, 4, 25)
+    )
+    assert at_fit <= at_truth + 1.0
+    # ... and the centiles of new scans must be calibrated
+    phi_new, y_new = simulate(4000)
+    t = warp(y_new, fit.epsilon, fit.delta)
+    var = fit.noise_var + np.einsum("nd,de,ne->n", phi_new, fit.cov, phi_new)
+    z = (t - phi_new @ fit.coef) / np.sqrt(var)
+    assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.05
+    assert abs(np.mean(z < -1.6449) - 0.05) < 0.015 and abs(np.mean(z > 1.6449) - 0.05) < 0.015
+
+
+def test_plain_blr_agrees_with_scikit_learns_evidence_maximisation(
+    rng: np.random.Generator,
+) -> None:
+    from sklearn.linear_model import BayesianRidge
+
+    n = 500
+    phi = np.column_stack([np.ones(n), rng.normal(size=(n, 5))])
+    y = phi @ np.array([3.0, 1.0, -0.5, 0.0, 0.2, 2.0]) + rng.normal(0, 0.7, n)
+    fit = fit_blr(phi, y, warped=False)
+    br = BayesianRidge(fit_intercept=False, tol=1e-10, max_iter=1000,
+                       alpha_1=0, alpha_2=0, lambda_1=0, lambda_2=0).fit(phi, y)  # fmt: skip
+    np.testing.assert_allclose(fit.coef, br.coef_, rtol=1e-4)
+    assert fit.noise_var == pytest.approx(1 / br.alpha_, rel=1e-4)
+    np.testing.assert_allclose(fit.cov, br.sigma_, rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------- database + CLI
+
+FCON = SHARED_DATA / "pcntoolkit-demo" / "fcon1000.csv"
+MAPS = Path(__file__).resolve().parents[1] / "configs" / "maps"
+REF_CONFIG = """
+kind: reference
+name: test reference
+cohort:
+  sources: [fc]
+features:
+  atlases: [aseg]
+  measures: [volume]
+min_site_scans: 10
+licence: CC0 for the test
+"""
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """fcon1000 (four sites) and COBRE ingested; returns (root, db, linkage of cobre)."""
+    from morphml.db import ingest
+
+    root = tmp_path_factory.mktemp("refdb")
+    fc = pd.read_csv(FCON)
+    fc = fc[fc["site"].isin(["Beijing_Zang", "Cambridge_Buckner", "ICBM", "Baltimore"])]
+    fc.to_csv(root / "fc.csv", index=False)
+    db, key = root / "db.duckdb", root / "key"
+    key.write_text("3a" * 32 + "\n")
+    key.chmod(0o600)
+    ingest([root / "fc.csv"], column_map=MAPS / "fcon1000.yaml", source="fc", db=db, key_file=key)
+    linkage = root / "cobre-linkage.tsv"
+    ingest([ORACLE], column_map=MAPS / "cobre.yaml", source="cobre", db=db, key_file=key,
+           linkage_out=linkage)  # fmt: skip
+    return root, db, linkage
+
+
+def _invoke(args: list[str]) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from morphml.cli import cli
+
+    res = CliRunner().invoke(cli, args)
+    return res.exit_code, res.output
+
+
+def test_built_reference_is_plausible_and_holds_no_personal_data(
+    database: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    from morphml.db import connect
+
+    root, db, _ = database
+    cfg = tmp_path / "ref.yaml"
+    cfg.write_text(REF_CONFIG)
+    out = tmp_path / "built"
+    code, output = _invoke(["reference", "build", str(cfg), "--db", str(db), "--out", str(out)])
+    assert code == 0, output
+    ref = ReferenceModel.load(out)
+    assert ref.sites == ["Baltimore", "Beijing_Zang", "Cambridge_Buckner", "ICBM"]
+    assert PALLIDUM in ref.features and all(f.startswith("aseg.") for f in ref.features)
+    assert "aseg.na.Left-WM-hypointensities.volume" in ref.provenance["left_out"]  # all 0
+    assert ref.provenance["sources"] == ["fc"] and ref.provenance["licence"] == "CC0 for the test"
+    median = ref.quantile_curve(PALLIDUM, [30.0], sex=1, site="ICBM")
+    assert 1300 < median[0] < 2300
+    # canary: no original id, pseudonym, path or date in any byte of the reference
+    blob = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
+    fc = pd.read_csv(root / "fc.csv")
+    with connect(db, read_only=True) as con:
+        keys = con.execute("SELECT scan_key, subject_key FROM scans").fetchall()
+    canaries = [str(s) for s in fc["sub_id"]] + [k for pair in keys for k in pair]
+    canaries += [str(tmp_path), str(root), str(db), "duckdb", pd.Timestamp.now().strftime("%Y-%m")]
+    found = [c for c in canaries if c.encode() in blob]
+    assert found == []
+    # in-sample, the training controls' z are standard normal per feature
+    meta = pd.DataFrame({"age": fc["age"], "sex": fc["sex"], "site": fc["site"]})
+    X = pd.DataFrame({PALLIDUM: fc["Right-Pallidum"]})
+    z = ref.zscores(X, meta)[PALLIDUM]
+    assert abs(z.mean()) < 0.1 and abs(z.std() - 1) < 0.1
+
+
+def test_build_config_mistakes_are_one_line_errors(
+    database: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    _, db, _ = database
+    cfg = tmp_path / "ref.yaml"
+    cfg.write_text(REF_CONFIG.replace("min_site_scans", "min_site_scan"))
+    code, output = _invoke(["reference", "build", str(cfg), "--db", str(db), "--out", "x"])
+    assert code == 2 and "did you mean 'min_site_scans'" in output
+    assert "Traceback" not in output
+    cfg.write_text(REF_CONFIG.replace("sources: [fc]", "sources: [nope]"))
+    code, output = _invoke(["reference", "build", str(cfg), "--db", str(db), "--out", "x"])
+    assert code == 2 and "nope" in output
+    cfg.write_text(REF_CONFIG.replace("kind: reference", "kind: pretrain"))
+    code, output = _invoke(["reference", "build", str(cfg), "--db", str(db), "--out", "x"])
+    assert code == 2 and "'kind' must be 'reference'" in output
+
+
+def test_deviations_of_a_source_match_pcntoolkit_up_to_an_affine_map(
+    database: tuple[Path, Path, Path], ref_dir: Path, tmp_path: Path
+) -> None:
+    _, db, linkage = database
+    out = tmp_path / "dev.parquet"
+    args = ["deviations", str(ref_dir), "--source", "cobre", "--db", str(db), "--out", str(out)]
+    code, output = _invoke([*args, "--controls", "diagnosis=control"])
+    assert code == 0, output
+    assert "124 scans x 187 features" in output and "adapted 124" in output
+    table = pd.read_parquet(out)
+    assert table.index.name == "scan_key" and table.index.str.startswith("scan-").all()
+    assert (table["site_status"] == "adapted").all()
+    z = table.filter(like="z:").rename(columns=lambda c: c.removeprefix("z:"))
+    c = table.filter(like="centile:").to_numpy()
+    assert np.nanmin(c) > 0 and np.nanmax(c) < 1
+    # the same scans in PCNtoolkit's output, through the linkage file
+    link = pd.read_csv(linkage, sep="\t").set_index("scan_key")["original_id"]
+    df = pd.read_csv(ORACLE).set_index("sub_id")
+    for fid, col in [(PALLIDUM, "Right-Pallidum"), ("global.na.eTIV.volume",
+                     "EstimatedTotalIntraCranialVol")]:  # fmt: skip
+        o = df.loc[link[z.index], f"{col}_Z_predict"].to_numpy()
+        design = np.column_stack([np.ones(len(o)), o])
+        coef, *_ = np.linalg.lstsq(design, z[fid].to_numpy(), rcond=None)
+        assert np.abs(design @ coef - z[fid].to_numpy()).max() < 1e-6
+    # no controls named: the new site is refused with the fix, or scored with the prior
+    code, output = _invoke(args)
+    assert code == 2 and "--controls PHENOTYPE=VALUE" in output and "Traceback" not in output
+    code, output = _invoke([*args, "--new-sites", "prior"])
+    assert code == 0 and "prior 124" in output
+    code, output = _invoke([*args[:-1], str(tmp_path / "dev.csv")])
+    assert code == 2 and "FILE.parquet" in output
+    code, output = _invoke([*args, "--controls", "diagnosis"])
+    assert code == 2 and "PHENOTYPE=VALUE" in output
+    code, output = _invoke([*args, "--controls", "group=Control"])
+    assert code == 2 and "phenotype 'group' is not in the database" in output
+
+
+def test_reference_import_and_info_commands(ref_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dk"
+    code, output = _invoke(
+        ["reference", "import", str(ARCHIVE_DK), "--format", "braincharts", "--out", str(out)]
+    )
+    assert code == 0, output
+    assert "imported 68 features, 59 sites" in output and "Mean_Thickness" in output
+    code, output = _invoke(["reference", "info", str(ref_dir)])
+    assert code == 0 and "e72904" in output and "187 (a2009s 148, aseg 32, global 7)" in output
+    code, output = _invoke(["reference", "info", str(ref_dir), "--json"])
+    assert code == 0 and '"n_features": 187' in output
+    for bad in (
+        ["reference", "import", str(tmp_path / "none.zip"), "--format", "braincharts",
+         "--out", str(tmp_path / "a")],
+        ["reference", "import", str(ARCHIVE_DK), "--format", "braincharts", "--out", str(out)],
+        ["reference", "info", str(ARCHIVE_57K)],
+        ["deviations", str(ARCHIVE_57K), "--source", "x", "--out", str(tmp_path / "d.parquet")],
+    ):  # fmt: skip
+        code, output = _invoke(bad)
+        assert code == 2, output
+        assert output.startswith("morphml: error: ") and output.count("\n") == 1
+    code, output = _invoke(
+        ["reference", "import", str(ARCHIVE_DK), "--format", "pcn", "--out", str(out)]
+    )
+    assert code == 2 and "'pcn' is not" in output
+
+
+def test_a_plain_reference_without_site_terms(database: tuple[Path, Path, Path]) -> None:
+    import yaml
+
+    from morphml.reference import ReferenceBuildConfig, build_reference
+
+    root, db, _ = database
+    data = yaml.safe_load(REF_CONFIG)
+    data.update(warp="none", min_site_scans=1000)
+    data["features"]["exclude"] = ["aseg.na.*-WM-hypointensities.volume", "aseg.na.*vessel*"]
+    ref = build_reference(ReferenceBuildConfig.model_validate(data), db=db)
+    assert ref.sites == [] and ref.warp_kind == "none" and ref.n_columns == 10
+    assert ref.provenance["site_scans"] == {} and ref.provenance["n_sites"] == 0
+    fc = pd.read_csv(root / "fc.csv")
+    meta = pd.DataFrame({"age": fc["age"], "sex": fc["sex"], "site": fc["site"]})
+    z = ref.zscores(pd.DataFrame({PALLIDUM: fc["Right-Pallidum"]}), meta)[PALLIDUM]
+    assert abs(z.mean()) < 0.05 and abs(z.std() - 1) < 0.1
+    with pytest.raises(ReferenceModelError, match="needs at least"):
+        data["cohort"]["min_age"] = float(fc["age"].max())  # the oldest few, 10 columns
+        build_reference(ReferenceBuildConfig.model_validate(data), db=db)

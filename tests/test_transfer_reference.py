@@ -54,7 +54,8 @@ def fit_reference(values: pd.DataFrame, age: np.ndarray, sex: np.ndarray, site: 
         cov=np.zeros((y.shape[1], d, d)), noise_var=resid.var(axis=0, ddof=d),
         warp_kind="none", warp_params=np.tile([0.0, 1.0], (y.shape[1], 1)),
         provenance={"source": "test reference", "n_people": len(y), "n_sites": len(sites),
-                    "licence": "CC0", "citation": "none"},
+                    "licence": "CC0", "citation": "none", "archive_sha256": "0" * 64,
+                    "atlas": "aparc+aseg+global", "morphml_version": "test"},
     )  # fmt: skip
 
 

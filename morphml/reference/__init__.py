@@ -12,6 +12,12 @@ from morphml.reference._braincharts import (
     BRAINCHARTS_LICENCE,
     import_braincharts,
 )
+from morphml.reference._build import (
+    ReferenceBuildConfig,
+    build_reference,
+    load_reference_config,
+    source_deviations,
+)
 from morphml.reference._deviations import ReferenceDeviations, SiteAdaptation
 from morphml.reference._model import FORMAT_VERSION, ReferenceModel
 
@@ -19,8 +25,12 @@ __all__ = [
     "BRAINCHARTS_CITATION",
     "BRAINCHARTS_LICENCE",
     "FORMAT_VERSION",
+    "ReferenceBuildConfig",
     "ReferenceDeviations",
     "ReferenceModel",
     "SiteAdaptation",
+    "build_reference",
     "import_braincharts",
+    "load_reference_config",
+    "source_deviations",
 ]

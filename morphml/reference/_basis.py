@@ -62,7 +62,7 @@ def common_design(age: Array, sex: Array, knots: Array, degree: int = 3) -> Arra
     return np.column_stack([np.ones_like(a), a, s, spline_basis(a, knots, degree)])
 
 
-def warp(y: Array, epsilon: Array, delta: Array) -> Array:
+def warp(y: Array, epsilon: Array | float, delta: Array | float) -> Array:
     r"""Sinh-arcsinh warp :math:`f(y) = \sinh(\delta\,\mathrm{asinh}(y) + \epsilon\delta)`.
 
     ``epsilon`` and ``delta`` broadcast against ``y`` (one value per feature = per column).
@@ -70,6 +70,6 @@ def warp(y: Array, epsilon: Array, delta: Array) -> Array:
     return np.sinh(delta * np.arcsinh(y) + epsilon * delta)
 
 
-def inverse_warp(x: Array, epsilon: Array, delta: Array) -> Array:
+def inverse_warp(x: Array, epsilon: Array | float, delta: Array | float) -> Array:
     r"""Inverse of :func:`warp`: :math:`y = \sinh((\mathrm{asinh}(x) - \epsilon\delta)/\delta)`."""
     return np.sinh((np.arcsinh(x) - epsilon * delta) / delta)

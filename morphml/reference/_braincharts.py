@@ -15,7 +15,6 @@ of age on knots ``linspace(-5, 110, 5)`` with the end knots repeated.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import zipfile
 from collections.abc import Callable
@@ -27,7 +26,7 @@ import numpy as np
 from morphml._version import __version__
 from morphml.exceptions import ReferenceModelError
 from morphml.reference._basis import N_LEADING, braincharts_knots
-from morphml.reference._model import ReferenceModel
+from morphml.reference._model import ReferenceModel, file_sha256
 from morphml.reference._unpickle import PickleRecord, read_pickle
 
 __all__ = ["BRAINCHARTS_CITATION", "BRAINCHARTS_LICENCE", "import_braincharts"]
@@ -46,14 +45,6 @@ BRAINCHARTS_LICENCE = (
 _MODEL = "Models/NM_0_0_estimate.pkl"
 _META = "Models/meta_data.md"
 _N_SPLINE = 7
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _measure_folders(zf: zipfile.ZipFile, where: str) -> dict[str, str]:
@@ -91,15 +82,13 @@ def _array(value: Any, shape: tuple[int, ...], what: str, where: str) -> np.ndar
     return arr.astype(np.float64)
 
 
-def _read_measure(zf: zipfile.ZipFile, prefix: str, where: str) -> dict[str, Any]:
+def _read_measure(zf: zipfile.ZipFile, names: set[str], prefix: str, where: str) -> dict[str, Any]:
     model_where = f"{where}:{prefix}{_MODEL}"
     meta_where = f"{where}:{prefix}{_META}"
     try:
         model = read_pickle(zf.read(prefix + _MODEL), model_where)
         meta = (
-            read_pickle(zf.read(prefix + _META), meta_where)
-            if (prefix + _META) in zf.NameToInfo
-            else None
+            read_pickle(zf.read(prefix + _META), meta_where) if prefix + _META in names else None
         )
     except (zipfile.BadZipFile, OSError) as err:
         raise ReferenceModelError(f"{where}: damaged archive ({err})") from None
@@ -242,13 +231,14 @@ def import_braincharts(
         raise ReferenceModelError(f"{where}: no such file (expected a braincharts model zip)")
     if not zipfile.is_zipfile(path):
         raise ReferenceModelError(f"{where}: not a zip archive (expected a braincharts model zip)")
-    digest = _sha256(path)
+    digest = file_sha256(path)
     with zipfile.ZipFile(path) as zf:
         folders = _measure_folders(zf, where)
         measures = sorted(folders)
+        names = set(zf.namelist())
         read: dict[str, dict[str, Any]] = {}
         for i, name in enumerate(measures):
-            read[name] = _read_measure(zf, folders[name], where)
+            read[name] = _read_measure(zf, names, folders[name], where)
             if progress is not None:
                 progress(i + 1, len(measures))
     widths = {r["d"] for r in read.values()}

@@ -122,6 +122,8 @@ class ReferenceDeviations(TransformerMixin, BaseEstimator):
     features_ : list of str
     adapted_ : dict of str to SiteAdaptation
         The new sites adapted in ``fit``.
+    unscored_ : dict of str to list of str
+        Per adapted site, features its controls do not vary in (z is NaN there).
 
     Examples
     --------
@@ -226,6 +228,7 @@ class ReferenceDeviations(TransformerMixin, BaseEstimator):
         new = codes < 0
         self.adapted_: dict[str, SiteAdaptation] = {}
         self.too_few_: dict[str, int] = {}
+        self.unscored_: dict[str, list[str]] = {}
         if self.new_sites == "refuse":
             if new.any():
                 self._refuse(sorted(set(site[new].tolist())), "in the training rows")
@@ -241,14 +244,17 @@ class ReferenceDeviations(TransformerMixin, BaseEstimator):
                     continue
                 # braincharts: r = phi m - f(y); z = (f(y) - phi m + mean r) / std r
                 r = mean[rows] - fy[rows]
-                mean_r = np.nanmean(r, axis=0)
-                std_r = np.nanstd(r, axis=0)
-                if np.any(~np.isfinite(std_r)) or np.any(std_r <= 0):
-                    bad = [f for f, s in zip(self.features_, std_r, strict=True) if not s > 0]
-                    raise ReferenceModelError(
-                        f"site {name!r}: its controls' residuals of {bad[:3]} have no spread "
-                        "(constant or missing values); cannot adapt the site"
-                    )
+                counts = np.sum(np.isfinite(r), axis=0)
+                mean_r = np.nansum(r, axis=0) / np.maximum(counts, 1)
+                std_r = np.sqrt(np.nansum((r - mean_r) ** 2, axis=0) / np.maximum(counts, 1))
+                # a feature the site's controls do not vary in (or lack) cannot be scored
+                # there: its z is NaN at this site, and listed
+                bad = ~(std_r > 0) | (counts < MIN_CONTROLS)
+                if bad.any():
+                    self.unscored_[name] = [
+                        f for f, b in zip(self.features_, bad, strict=True) if b
+                    ]
+                std_r = np.where(bad, np.nan, std_r)
                 self.adapted_[name] = SiteAdaptation("warped", -mean_r, std_r, n)
         else:
             self._fit_shrunk(ref, names, fy, mean, sd, site, is_control)

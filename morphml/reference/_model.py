@@ -77,8 +77,18 @@ def covariates(meta: pd.DataFrame) -> tuple[Array, Array, NDArray[np.str_]]:
         return col
 
     age_col, sex_col, site_col = required("age"), required("sex"), column("site")
-    age = pd.to_numeric(age_col, errors="coerce").to_numpy(np.float64)
-    sex = pd.to_numeric(sex_col, errors="coerce").to_numpy(np.float64)
+
+    def numeric(name: str, col: pd.Series) -> NDArray[np.float64]:
+        values = pd.to_numeric(col, errors="coerce")
+        text = col[values.isna() & col.notna()]
+        if len(text):
+            fix = " coded 0 (female) / 1 (male)" if name == "sex" else " in years"
+            raise ReferenceModelError(
+                f"meta {name!r} must be numeric{fix}; found {text.iloc[0]!r} in {len(text)} rows"
+            )
+        return values.to_numpy(np.float64)
+
+    age, sex = numeric("age", age_col), numeric("sex", sex_col)
     bad_sex = ~np.isnan(sex) & ~np.isin(sex, (0.0, 1.0))
     if bad_sex.any():
         shown = sorted(set(sex[bad_sex].tolist()))[:5]
@@ -221,6 +231,9 @@ class ReferenceModel:
                 problems.append("noise_var must be > 0")
             if self.warp_kind == "sinarcsinh" and np.any(self.warp_params[:, 1] <= 0):
                 problems.append("the warp's delta must be > 0")
+        absent = [k for k in _PROVENANCE_KEYS if k not in self.provenance]
+        if absent:
+            problems.append(f"provenance lacks {absent}")
         if len(self.source_names) != n_f:
             problems.append(f"{len(self.source_names)} source names for {n_f} features")
         if problems:
@@ -269,7 +282,7 @@ class ReferenceModel:
             "sites": self.sites,
             "unmapped": self.unmapped,
             "provenance": self.provenance,
-            "arrays_sha256": _sha256(npz),
+            "arrays_sha256": file_sha256(npz),
         }
         (out / _JSON).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         return out
@@ -305,7 +318,7 @@ class ReferenceModel:
             )
         if doc.get("design") != ["intercept", "age", "sex", "sites", "spline"]:
             raise ReferenceModelError(f"{jpath}: unknown design {doc.get('design')!r}")
-        if doc.get("arrays_sha256") != _sha256(npath):
+        if doc.get("arrays_sha256") != file_sha256(npath):
             raise ReferenceModelError(
                 f"{npath}: changed since the reference was written (SHA-256 differs)"
             )
@@ -556,7 +569,8 @@ class ReferenceModel:
         }
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
     h = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
