@@ -14,7 +14,14 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from morphml._utils import read_yaml
 from morphml.exceptions import ConfigError
@@ -191,6 +198,7 @@ Representation = Literal[
     "normative_z",
     "linear_projection",
     "stacked",
+    "reference_z",
 ]
 
 
@@ -253,7 +261,28 @@ class TransferConfig(_Strict):
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     #: principal components of the pretraining cohort in linear_projection
     components: int = Field(default=10, ge=0)
+    #: a reference model folder (``morphml reference import/build --out``) whose z-scores the
+    #: representation ``reference_z`` feeds the small model (see README, "Using a published
+    #: reference model"); relative paths are relative to the working directory
+    reference: str | None = None
+    #: how ``reference_z`` adapts a site the reference never saw from the training fold's
+    #: controls: the braincharts recipe, or empirical-Bayes shrinkage toward the reference's sites
+    reference_adaptation: Literal["braincharts", "shrunk"] = "braincharts"
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _reference_pairs(self) -> TransferConfig:
+        if "reference_z" in self.representations and not self.reference:
+            raise ValueError(
+                "representations: 'reference_z' needs 'reference: PATH' (a reference model "
+                "folder from 'morphml reference import ARCHIVE --format braincharts --out PATH')"
+            )
+        if self.reference and "reference_z" not in self.representations:
+            raise ValueError(
+                "'reference' is set but 'reference_z' is not among the representations; add "
+                "it (or remove 'reference')"
+            )
+        return self
 
     @field_validator("representations")
     @classmethod
@@ -306,6 +335,9 @@ def parse_config(data: Any, *, source: str = "config") -> PretrainConfig | Trans
             hint = f"; did you mean {close!r}?" if close else ""
             raise ConfigError(f"{source}: unknown key {key!r} at {where}{hint}") from None
         path = ".".join(str(p) for p in loc)
+        if not path:  # a check across keys (model validator): the message names them
+            msg = str(first["msg"]).removeprefix("Value error, ")
+            raise ConfigError(f"{source}: {msg}") from None
         raise ConfigError(f"{source}: {path}: {first['msg']}") from None
 
 

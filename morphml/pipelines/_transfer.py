@@ -214,6 +214,12 @@ def fit_transfer(
     stale = _check_stale(db, run.run_id, allow_stale)
     frame, X, y = load_transfer_data(config, run, db)
     kind = "classification" if config.target.type == "binary" else "regression"
+    reference = None
+    if config.reference:
+        from morphml.transfer._reference import load_reference, reference_columns
+
+        reference = load_reference(config.reference)
+        X = pd.concat([X, reference_columns(db, config.cohort, reference, X.index)], axis=1)
     pre = run.training_frame(db)
     overlap = set(frame.meta["subject_key"]) & set(pre.meta["subject_key"])
     if overlap:
@@ -252,6 +258,8 @@ def fit_transfer(
     factory = HeadFactory(
         pretrained=run, kind=kind, covariates=tuple(config.covariates),
         inner_folds=config.protocol.inner_folds, normative=normative, components=components,
+        reference=reference, reference_adaptation=config.reference_adaptation,
+        reference_new_sites="prior" if config.harmonize.new_sites == "adapt" else "refuse",
     )  # fmt: skip
     names: list[str] = [r for r in REPRESENTATIONS if r in config.representations]
     builders: dict[str, Any] = {
@@ -289,6 +297,14 @@ def fit_transfer(
         "new_sites": new_sites, "sites": target_sites,
     }  # fmt: skip
     metrics["seconds"] = {k: round(v, 2) for k, v in comparison.seconds.items()}
+    if reference is not None:
+        from morphml.transfer._reference import reference_summary
+
+        ref_facts = reference_summary(
+            reference, X, y, kind=kind, folder=Path(str(config.reference)).name
+        )
+        (run_dir / "reference.json").write_text(json.dumps(ref_facts, indent=1))
+        metrics["reference"] = {k: v for k, v in ref_facts.items() if k != "curves"}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
     comparison.scores.to_parquet(run_dir / "scores.parquet", index=False)
     comparison.predictions.to_parquet(run_dir / "predictions.parquet", index=False)

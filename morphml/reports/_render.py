@@ -97,6 +97,9 @@ def _figures(summary: dict[str, Any]) -> dict[str, Any]:
     if transfer:
         out["learning_curve"] = fig.learning_curve_figure(transfer)
         out["delta"] = fig.delta_figure(transfer)
+        from morphml.reports._reference import reference_figures
+
+        out["reference_curves"] = reference_figures(transfer.get("reference"))
     diag = (summary.get("harmonization") or {}).get("diagnostics")
     if diag:
         out["harmonization"] = fig.harmonization_figure(diag)

@@ -29,6 +29,7 @@ from morphml.reports._cohort import (
     cohort_from_manifest,
 )
 from morphml.reports._names import atlas_description
+from morphml.reports._reference import reference_section
 
 __all__ = ["FORMAT", "summarize"]
 
@@ -71,6 +72,8 @@ REPRESENTATIONS = {
     "normative_z": "deviations from a normative model of the pretraining cohort (z-scores)",
     "linear_projection": "principal components of the pretraining cohort",
     "stacked": "all the above stacked",
+    "reference_z": "deviations from a published reference model (z-scores on its own scale, "
+    "with counts of extreme deviations)",
 }
 
 
@@ -161,6 +164,8 @@ def _config_view(config: PretrainConfig | TransferConfig) -> dict[str, Any]:
     data = config.model_dump(mode="json")
     if data.get("pretrained"):
         data["pretrained"] = Path(str(data["pretrained"])).name
+    if data.get("reference"):
+        data["reference"] = Path(str(data["reference"])).name
     return data
 
 
@@ -552,6 +557,7 @@ def _transfer(
         "components": config.components,
         "representations": {name: REPRESENTATIONS.get(name, name) for name in order},
         "seconds": metrics.get("seconds") or {},
+        "reference": reference_section(run),
     }  # fmt: skip
 
 

@@ -4,6 +4,7 @@ from morphml.transfer._heads import HeadFactory
 from morphml.transfer._normative import NormativeModel
 from morphml.transfer._pretrained import META_PREFIX, PretrainedModel, PretrainedRun, meta_columns
 from morphml.transfer._protocol import Comparison, Split, compare_representations, make_splits
+from morphml.transfer._reference import ReferenceZ
 from morphml.transfer._representations import (
     REPRESENTATIONS,
     BrainAgeGap,
@@ -33,6 +34,7 @@ __all__ = [
     "PretrainedModel",
     "PretrainedRun",
     "RawFeatures",
+    "ReferenceZ",
     "SexScore",
     "Split",
     "StackedModel",

@@ -42,6 +42,11 @@ __all__ = ["HeadFactory", "PenaltySearch", "RoundsSearch"]
 C_GRID = (0.01, 0.1, 1.0)
 ALPHA_GRID = (1.0, 10.0, 100.0)
 ROUNDS_GRID = (10, 40)
+#: logistic C for z-scores kept on a reference's own scale (penalty in units of one healthy
+#: standard deviation; the grid sits lower than C_GRID since ~190 deviations enter unscaled)
+Z_C_GRID = (0.001, 0.01, 0.1)
+#: ridge alpha for the same
+Z_ALPHA_GRID = (10.0, 100.0, 1000.0)
 
 
 class _FoldSearch(BaseEstimator):
@@ -183,6 +188,10 @@ class HeadFactory:
     inner_folds: int = 3
     normative: NormativeModel | None = None
     components: Any = None
+    #: a ReferenceModel for ``reference_z`` and how it adapts new sites
+    reference: Any = None
+    reference_adaptation: str = "braincharts"
+    reference_new_sites: str = "prior"
 
     def _rep(self, name: str) -> Any:
         run, cov = self.pretrained, self.covariates
@@ -198,6 +207,13 @@ class HeadFactory:
             return LinearProjection(pretrained=run, components=self.components, covariates=cov)
         if name == "leaf_embedding":
             return LeafEmbedding(pretrained=run, covariates=cov)
+        if name == "reference_z":
+            from morphml.transfer._reference import ReferenceZ
+
+            return ReferenceZ(
+                reference=self.reference, adaptation=self.reference_adaptation,
+                new_sites=self.reference_new_sites, covariates=cov,
+            )  # fmt: skip
         raise TransferError(f"unknown representation {name!r}")
 
     def _linear(self, seed: int, penalty: float | None = None) -> Any:
@@ -209,6 +225,9 @@ class HeadFactory:
         rep = self._rep(name)
         if name == "leaf_embedding":  # sparse one-hot: no imputation or centring
             return Pipeline([("rep", rep), ("model", self._linear(seed, penalty))])
+        if name == "reference_z":  # z on the reference's own scale: no per-feature scaling
+            default = Z_C_GRID[1] if self.kind == "classification" else Z_ALPHA_GRID[1]
+            return Pipeline([("rep", rep), ("model", self._linear(seed, penalty or default))])
         return Pipeline([
             ("rep", rep), ("impute", MedianImputer()),
             ("scale", StandardScaler()), ("model", self._linear(seed, penalty)),
@@ -243,7 +262,8 @@ class HeadFactory:
                 estimators=estimators, kind=self.kind, cv=self.inner_folds, random_state=seed
             )
         classify = self.kind == "classification"
+        grids = (Z_C_GRID, Z_ALPHA_GRID) if name == "reference_z" else (C_GRID, ALPHA_GRID)
         return PenaltySearch(
             self._pipeline(name, seed), param="C" if classify else "alpha",
-            values=C_GRID if classify else ALPHA_GRID, cv=self._cv(seed), kind=self.kind,
+            values=grids[0] if classify else grids[1], cv=self._cv(seed), kind=self.kind,
         )  # fmt: skip

@@ -48,6 +48,7 @@ REPRESENTATIONS = (
     "warm_start",
     "warm_start_base_margin",
     "normative_z",
+    "reference_z",
     "linear_projection",
     "stacked",
 )
