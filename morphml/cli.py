@@ -15,13 +15,31 @@ from typing import Any
 import click
 
 from morphml._utils._cli import UsageError, friendly
+from morphml._utils._lazy import LazyCommand, LazyGroup
 from morphml._version import __version__
 
 _UsageError = UsageError
 _friendly = friendly
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands defined in their own modules, imported only when they run (so that --help and
+# --version answer at once). One line each, sorted: name, module, click object, the first
+# sentence of its docstring (tests/test_cli.py checks that the two agree).
+# --- command registry ---
+_LAZY_COMMANDS = {
+    "audit": LazyCommand("morphml.audit._cli", "audit", "Check a run's scans, config and packages, re-fit it, and compare the results."),  # noqa: E501
+    "process": LazyCommand("morphml.process._cli", "process_command", "Run FastSurfer or FreeSurfer on every T1w scan of BIDS_DIR (resumable)."),  # noqa: E501
+    "qc": LazyCommand("morphml.qc._cli", "qc_command", "Flag scans failing QC (Euler number, missing/zero/negative values, thickness range, multivariate outliers per site) and store the flags with their reasons."),  # noqa: E501
+    "report": LazyCommand("morphml.reports._cli", "report_command", "Write the HTML report of a run directory (pretrain or transfer)."),  # noqa: E501
+}  # fmt: skip
+# --- end of command registry ---
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=_LAZY_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, "--version", prog_name="morphml")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 def cli(debug: bool) -> None:
@@ -439,23 +457,6 @@ def demo(out: Path, subjects: int, hospital_subjects: int, seed: int) -> None:
     for report in result.reports:
         click.echo(f"report:   {report}")
     click.echo(f"open the report in a browser: file://{result.reports[-1].resolve()}")
-
-
-# Commands defined in their own modules (one import + add_command each; keep sorted).
-# --- command registry ---
-from morphml.audit._cli import audit as _audit_command  # noqa: E402
-
-cli.add_command(_audit_command)
-from morphml.process._cli import process_command as _process_command  # noqa: E402
-
-cli.add_command(_process_command)
-from morphml.qc._cli import qc_command as _qc_command  # noqa: E402
-
-cli.add_command(_qc_command)
-from morphml.reports._cli import report_command as _report_command  # noqa: E402
-
-cli.add_command(_report_command)
-# --- end of command registry ---
 
 
 def main(argv: list[str] | None = None) -> None:
