@@ -382,7 +382,7 @@ def fit(
         if pretrained is not None or allow_stale:
             raise _UsageError("--pretrained and --allow-stale apply to kind: transfer configs")
         result = fit_pretrain(config, db=db, out=out, resume=not no_resume, storage=storage,
-                              scheduler=scheduler, progress=sys.stderr.isatty())  # fmt: skip
+                              scheduler=scheduler, progress=True)  # fmt: skip
         click.echo(f"run {result.run_id} written to {result.run_dir}")
         _echo_pretrain_metrics(result.metrics)
         return
@@ -423,9 +423,18 @@ def _echo_pretrain_metrics(metrics: dict[str, Any]) -> None:
 def predict(run_dir: Path, db: Path | None, source: str | None, out: Path) -> None:
     """Predict age and sex for scans in the database with a run's final models."""
     from morphml.pipelines import predict_run
+    from morphml.pipelines._predict import in_sample_count
 
     result = predict_run(run_dir, db=db, source=source, out=out)
     click.echo(f"wrote {len(result)} predictions to {out}")
+    seen, n_scans = in_sample_count(result)
+    if seen:
+        click.echo(
+            f"morphml: warning: {seen} of {n_scans} scans were in the run's training data: their "
+            "predictions are in-sample (optimistic, no measure of accuracy; the run's "
+            "predictions.parquet holds the out-of-fold ones). Column in_sample marks them.",
+            err=True,
+        )
 
 
 @cli.command()

@@ -169,11 +169,11 @@ def test_pretrain_summary_matches_the_run(runs: Runs, summaries: dict[str, Any])
     sex_rows = s["pretrain"]["performance"]["sex"]["rows"]
     assert {r["model_key"] for r in sex_rows} == {"logistic", "logistic_etiv_adjusted"}
     for row in sex_rows:
-        m = metrics["targets"]["sex"][row["model_key"]]["cv"]
+        m = metrics["targets"]["sex"][row["model_key"]]["kfold"]
         for key in ("auc", "balanced_accuracy", "brier", "calibration_slope"):
             assert row[key]["value"] == pytest.approx(m[key])
     sites = {r["site"] for r in s["pretrain"]["per_site"]["age"]["rows"]}
-    assert sites == set(metrics["targets"]["age"]["ridge"]["cv"]["per_site"])
+    assert sites == set(metrics["targets"]["age"]["ridge"]["kfold"]["per_site"])
     per_sex = s["pretrain"]["per_sex"]["rows"]
     assert {r["sex"] for r in per_sex} == {"female", "male"}
     assert sum(r["n"] for r in per_sex if r["model"] == "ridge") == manifest["cohort"]["n_scans"]

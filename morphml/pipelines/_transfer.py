@@ -210,7 +210,10 @@ def fit_transfer(
     run_dir = Path(out)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise TransferError(f"{run_dir} exists and is not empty; choose another --out")
-    run = PretrainedRun.load(_resolve_pretrained(config, pretrained))
+    pretrained_dir = _resolve_pretrained(config, pretrained)
+    # the resolved config names the pretrain run it used (as given: --pretrained or the config)
+    config = config.model_copy(update={"pretrained": str(pretrained_dir)})
+    run = PretrainedRun.load(pretrained_dir)
     stale = _check_stale(db, run.run_id, allow_stale)
     frame, X, y = load_transfer_data(config, run, db)
     kind = "classification" if config.target.type == "binary" else "regression"
