@@ -29,6 +29,9 @@ from morphml.evaluation import tune
 from morphml.evaluation._tuning import storage_from
 from morphml.exceptions import ConfigError
 from morphml.scale import dask_client, load_slurm_settings, slurm_cluster
+from tests.conftest import needs_dask
+
+pytestmark = needs_dask  # every test here runs Dask or its cluster settings
 
 # ------------------------------------------------------------------------------- SLURM
 
