@@ -153,7 +153,7 @@ def test_nine_learning_curves_stay_apart() -> None:
         }
     )
     assert figure is not None and figure["uri"].startswith("data:image/png;base64,")
-    assert "shaded for raw and the selected" in figure["alt"]
+    assert "(shaded) for raw and the selected representation only" in figure["alt"]
 
 
 def test_scatter_axes_fit_the_data_not_the_outliers() -> None:

@@ -327,13 +327,17 @@ def learning_curve_figure(transfer: dict[str, Any]) -> dict[str, str] | None:
 
         mean, lo, hi = column("mean"), column("lo"), column("hi")
         st = styles[name]
-        if st["band"]:
+        label = f"{name} (selected)" if name == selected else name
+        if st["band"]:  # raw and the selected one: interval as a band and error bars
             ax.fill_between(x, lo, hi, color=st["color"], alpha=0.13, linewidth=0)
-        ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], color=st["color"],
-                    linewidth=st["linewidth"], linestyle=st["linestyle"], marker=st["marker"],
-                    markersize=5 if st["band"] else 4, capsize=2, elinewidth=0.8,
-                    label=f"{name} (selected)" if name == selected else name,
-                    zorder=3 if st["band"] else 2)  # fmt: skip
+            ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], color=st["color"],
+                        linewidth=st["linewidth"], linestyle=st["linestyle"],
+                        marker=st["marker"], markersize=5, capsize=2, elinewidth=0.8,
+                        label=label, zorder=3)  # fmt: skip
+        else:  # the others: means only (their intervals are in the table and forest plot)
+            ax.plot(x, mean, color=st["color"], linewidth=st["linewidth"],
+                    linestyle=st["linestyle"], marker=st["marker"], markersize=4,
+                    label=label, zorder=2)  # fmt: skip
     ax.set_xticks(xs)
     ax.set_xticklabels(
         [next((_size_label(k, int(v)) for k, v in sizes.items() if v == x), str(x))
@@ -346,18 +350,23 @@ def learning_curve_figure(transfer: dict[str, Any]) -> dict[str, str] | None:
     ax.set_ylabel(f"{metric} (95% CI)")
     if transfer.get("metric") == "auc":
         ax.axhline(0.5, color="#555555", linewidth=1, linestyle=":")
-    ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    handles, labels = ax.get_legend_handles_labels()  # in the table's order, raw first
+    names = list(curves)
+    order = sorted(range(len(labels)), key=lambda k: names.index(labels[k].split(" (")[0]))
+    ax.legend([handles[k] for k in order], [labels[k] for k in order], frameon=False,
+              fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))  # fmt: skip
     _style(ax)
     return _figure(
         fig,
-        f"Learning curves: mean {metric} with 95% intervals (shaded for raw and the selected "
-        "representation, error bars for the others) against the number of "
-        f"training scans ({', '.join(str(int(x)) for x in xs)}) for {len(curves)} "
-        f"representations ({', '.join(curves)}).",
-        f"Learning curves: {metric} by training size, with corrected resampled t intervals "
-        "(dotted: chance)."
+        f"Learning curves: mean {metric} against the number of training scans, with 95% "
+        "intervals (shaded) for raw and the selected representation only, the others' being "
+        f"in the table and the forest plot; training scans {', '.join(str(int(x)) for x in xs)}; "
+        f"{len(curves)} representations ({', '.join(curves)}).",
+        f"Learning curves: {metric} by training size; shaded: corrected resampled t intervals "
+        "of raw and the selected representation (dotted: chance)."
         if transfer.get("metric") == "auc"
-        else f"Learning curves: {metric} by training size, with corrected resampled t intervals.",
+        else f"Learning curves: {metric} by training size; shaded: corrected resampled t "
+        "intervals of raw and the selected representation.",
     )
 
 
