@@ -391,8 +391,7 @@ def fit(
     if storage is not None or scheduler is not None:
         raise _UsageError("--storage and --scheduler apply to kind: pretrain configs")
     transfer = fit_transfer(
-        config, db=db, out=out, pretrained=pretrained, allow_stale=allow_stale,
-        progress=sys.stderr.isatty(),
+        config, db=db, out=out, pretrained=pretrained, allow_stale=allow_stale, progress=True,
     )  # fmt: skip
     click.echo(f"run {transfer.run_id} written to {transfer.run_dir}")
     click.echo(transfer.table)
