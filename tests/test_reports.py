@@ -361,8 +361,9 @@ def test_real_pages_are_self_contained_and_private(
             assert path_text not in html, path_text
         assert "TRIPOD+AI" in html and 'id="privacy"' in html
     pretrain = pages["pretrain"].read_text(encoding="utf-8")
-    # predicted vs true, ROC etc., age histogram, importance
-    assert pretrain.count("<img") == 2 + 2 + 1 + 1
+    # predicted vs true, ROC etc., age histogram, importance, performance by site
+    assert pretrain.count("<img") == 2 + 2 + 1 + 1 + 1
+    assert 'id="appendix-sites"' in pretrain
     assert "Left" in pretrain and "mean |SHAP|" in pretrain
     assert summaries["pretrain"]["run"]["config_hash"] in pretrain
     transfer = pages["transfer"].read_text(encoding="utf-8")
