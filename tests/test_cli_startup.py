@@ -29,7 +29,7 @@ def _modules_after(*argv: str) -> set[str]:
         "sys.stderr.write(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600
     )
     return set(json.loads(done.stderr.strip().splitlines()[-1]))
 
