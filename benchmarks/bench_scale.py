@@ -106,8 +106,8 @@ def main() -> None:
             t0 = time.perf_counter()
             r2 = fit_pretrain(config, db=db1, out=run2, record=False, scheduler=client)
             t_many = time.perf_counter() - t0
-            m1 = r1.metrics["targets"]["age"][args.model]["cv"]["mae"]
-            m2 = r2.metrics["targets"]["age"][args.model]["cv"]["mae"]
+            m1 = r1.metrics["targets"]["age"][args.model]["kfold"]["mae"]
+            m2 = r2.metrics["targets"]["age"][args.model]["kfold"]["mae"]
             print(f"pretraining ({args.model}, {n_studies} studies x {args.trials} trials, "
                   f"{args.folds}-fold): single process {t_one:.1f} s (MAE {m1:.2f}), Dask "
                   f"{args.workers} workers {t_many:.1f} s (MAE {m2:.2f}), "

@@ -15,13 +15,33 @@ from typing import Any
 import click
 
 from morphml._utils._cli import UsageError, friendly
+from morphml._utils._lazy import LazyCommand, LazyGroup
 from morphml._version import __version__
 
 _UsageError = UsageError
 _friendly = friendly
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands defined in their own modules, imported only when they run (so that --help and
+# --version answer at once). One line each, sorted: name, module, click object, the first
+# sentence of its docstring (tests/test_cli.py checks that the two agree).
+# --- command registry ---
+_LAZY_COMMANDS = {
+    "audit": LazyCommand("morphml.audit._cli", "audit", "Check a run's scans, config and packages, re-fit it, and compare the results."),  # noqa: E501
+    "deviations": LazyCommand("morphml.reference._cli", "deviations_command", "z-scores and centiles from a reference model for every scan of a source."),  # noqa: E501
+    "process": LazyCommand("morphml.process._cli", "process_command", "Run FastSurfer or FreeSurfer on every T1w scan of BIDS_DIR (resumable)."),  # noqa: E501
+    "qc": LazyCommand("morphml.qc._cli", "qc_command", "Flag scans failing QC (Euler number, missing/zero/negative values, thickness range, multivariate outliers per site) and store the flags with their reasons."),  # noqa: E501
+    "reference": LazyCommand("morphml.reference._cli", "reference_group", "Reference models: import a published one, build one from this database, inspect one."),  # noqa: E501
+    "report": LazyCommand("morphml.reports._cli", "report_command", "Write the HTML report of a run directory (pretrain or transfer)."),  # noqa: E501
+}  # fmt: skip
+# --- end of command registry ---
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=_LAZY_COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, "--version", prog_name="morphml")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 def cli(debug: bool) -> None:
@@ -364,7 +384,7 @@ def fit(
         if pretrained is not None or allow_stale:
             raise _UsageError("--pretrained and --allow-stale apply to kind: transfer configs")
         result = fit_pretrain(config, db=db, out=out, resume=not no_resume, storage=storage,
-                              scheduler=scheduler, progress=sys.stderr.isatty())  # fmt: skip
+                              scheduler=scheduler, progress=True)  # fmt: skip
         click.echo(f"run {result.run_id} written to {result.run_dir}")
         _echo_pretrain_metrics(result.metrics)
         return
@@ -373,8 +393,7 @@ def fit(
     if storage is not None or scheduler is not None:
         raise _UsageError("--storage and --scheduler apply to kind: pretrain configs")
     transfer = fit_transfer(
-        config, db=db, out=out, pretrained=pretrained, allow_stale=allow_stale,
-        progress=sys.stderr.isatty(),
+        config, db=db, out=out, pretrained=pretrained, allow_stale=allow_stale, progress=True,
     )  # fmt: skip
     click.echo(f"run {transfer.run_id} written to {transfer.run_dir}")
     click.echo(transfer.table)
@@ -405,9 +424,18 @@ def _echo_pretrain_metrics(metrics: dict[str, Any]) -> None:
 def predict(run_dir: Path, db: Path | None, source: str | None, out: Path) -> None:
     """Predict age and sex for scans in the database with a run's final models."""
     from morphml.pipelines import predict_run
+    from morphml.pipelines._predict import in_sample_count
 
     result = predict_run(run_dir, db=db, source=source, out=out)
     click.echo(f"wrote {len(result)} predictions to {out}")
+    seen, n_scans = in_sample_count(result)
+    if seen:
+        click.echo(
+            f"morphml: warning: {seen} of {n_scans} scans were in the run's training data: their "
+            "predictions are in-sample (optimistic, no measure of accuracy; the run's "
+            "predictions.parquet holds the out-of-fold ones). Column in_sample marks them.",
+            err=True,
+        )
 
 
 @cli.command()
@@ -454,29 +482,6 @@ def demo(out: Path, subjects: int, hospital_subjects: int, seed: int) -> None:
     for report in result.reports:
         click.echo(f"report:   {report}")
     click.echo(f"open the report in a browser: file://{result.reports[-1].resolve()}")
-
-
-# Commands defined in their own modules (one import + add_command each; keep sorted).
-# --- command registry ---
-from morphml.audit._cli import audit as _audit_command  # noqa: E402
-
-cli.add_command(_audit_command)
-from morphml.process._cli import process_command as _process_command  # noqa: E402
-
-cli.add_command(_process_command)
-from morphml.qc._cli import qc_command as _qc_command  # noqa: E402
-
-cli.add_command(_qc_command)
-from morphml.reference._cli import deviations_command as _deviations_command  # noqa: E402
-
-cli.add_command(_deviations_command)
-from morphml.reference._cli import reference_group as _reference_group  # noqa: E402
-
-cli.add_command(_reference_group)
-from morphml.reports._cli import report_command as _report_command  # noqa: E402
-
-cli.add_command(_report_command)
-# --- end of command registry ---
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,9 +1,17 @@
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+#: Dask is an extra (morphml[scale]; the test extras install it): tests that need it skip
+#: with this reason when it is missing
+HAVE_DASK = importlib.util.find_spec("distributed") is not None
+needs_dask = pytest.mark.skipif(
+    not HAVE_DASK, reason="needs Dask, not installed: pip install 'morphml[scale]'"
+)
 
 #: real data shared beside the repository (never copied into it)
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -184,7 +184,7 @@ def test_package_mismatch_is_a_warning_and_results_still_compared(
 @pytest.mark.slow
 def test_changed_results_fail_naming_predictions_and_metric(copies: Fitted) -> None:
     metrics = json.loads((copies.run / "metrics.json").read_text())
-    metrics["targets"]["age"]["ridge"]["cv"]["mae"] += 0.5
+    metrics["targets"]["age"]["ridge"]["kfold"]["mae"] += 0.5
     (copies.run / "metrics.json").write_text(json.dumps(metrics))
     preds = pd.read_parquet(copies.run / "predictions.parquet")
     preds.loc[5, "y_pred"] += 1e-9
@@ -196,7 +196,7 @@ def test_changed_results_fail_naming_predictions_and_metric(copies: Fitted) -> N
     assert refit["status"] == "failed"
     assert "predictions.parquet: y_pred differs in 1 of" in refit["message"]
     assert f"scan_key {preds.loc[5, 'scan_key']}" in refit["message"]
-    assert "targets.age.ridge.cv.mae:" in refit["message"]
+    assert "targets.age.ridge.kfold.mae:" in refit["message"]
     assert (workdir / "refit" / "manifest.json").is_file()  # --workdir is kept
 
 

@@ -85,14 +85,14 @@ def test_run_directory_and_metrics_shape(small_db: Path, tmp_path: Path) -> None
         assert (run / name).is_file(), name
     metrics = json.loads((run / "metrics.json").read_text())
     age = metrics["targets"]["age"]["ridge"]
-    assert set(age) == {"cv", "leave_site_out"}
-    assert age["cv"]["mae"] < 6 and len(age["cv"]["mae_ci"]) == 2
-    assert {"mae_corrected", "gap_age_r", "gap_age_r_corrected", "per_site"} <= set(age["cv"])
+    assert set(age) == {"kfold", "leave_site_out"}
+    assert age["kfold"]["mae"] < 6 and len(age["kfold"]["mae_ci"]) == 2
+    assert {"mae_corrected", "gap_age_r", "gap_age_r_corrected", "per_site"} <= set(age["kfold"])
     sex = metrics["targets"]["sex"]
     assert {"logistic", "logistic_etiv_adjusted"} == set(sex)
     for key in ("auc", "auc_ci", "balanced_accuracy", "brier", "calibration_slope",
                 "calibration_intercept"):  # fmt: skip
-        assert key in sex["logistic"]["cv"], key
+        assert key in sex["logistic"]["kfold"], key
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["feature_matrix_hash"] and manifest["config_hash"]
     assert len(manifest["scan_keys"]) == 150
@@ -139,8 +139,8 @@ def test_outer_folds_in_two_processes_give_the_sequential_results(
     mb = json.loads((tmp_path / "parallel" / "manifest.json").read_text())
     assert ma["tuning"] == mb["tuning"]  # every fold chose the same parameters
     assert ma["final_models"] == mb["final_models"]
-    assert serial.metrics["targets"]["age"]["ridge"]["cv"]["mae"] == pytest.approx(
-        parallel.metrics["targets"]["age"]["ridge"]["cv"]["mae"], rel=1e-9
+    assert serial.metrics["targets"]["age"]["ridge"]["kfold"]["mae"] == pytest.approx(
+        parallel.metrics["targets"]["age"]["ridge"]["kfold"]["mae"], rel=1e-9
     )
 
 
@@ -150,12 +150,12 @@ def test_progress_lines_name_each_tuning(
     cfg = parse_config(config(validation={"schemes": ["kfold"], "folds": 3, "bootstrap": 200}))
     fit_pretrain(cfg, db=small_db, out=tmp_path / "run", record=False, progress=True)
     err = capsys.readouterr().err
-    for key in ("age/ridge/cv", "sex/logistic/cv", "sex/logistic_etiv_adjusted/cv"):
+    for key in ("age/ridge/kfold", "sex/logistic/kfold", "sex/logistic_etiv_adjusted/kfold"):
         assert f"{key}: tuned and scored in" in err
     assert "final models" in err
     seconds = json.loads((tmp_path / "run" / "manifest.json").read_text())["seconds"]
     assert set(seconds) == {
-        "age/ridge/cv", "sex/logistic/cv", "sex/logistic_etiv_adjusted/cv",
+        "age/ridge/kfold", "sex/logistic/kfold", "sex/logistic_etiv_adjusted/kfold",
         "age/ridge/final", "sex/logistic/final", "sex/logistic_etiv_adjusted/final",
     }  # fmt: skip
 
@@ -166,8 +166,20 @@ def test_predict_new_scans_and_refusals(small_db: Path, tmp_path: Path) -> None:
     out = predict_run(tmp_path / "run", db=small_db, source="train", out=tmp_path / "p.parquet")
     assert set(out["model"]) == {"ridge", "logistic", "logistic_etiv_adjusted"}
     assert out.loc[out["target"] == "age", "y_pred"].between(10, 100).all()
+    assert out["in_sample"].all()  # the run was trained on every scan of source "train"
     with pytest.raises(ConfigError, match=r"sites \['D'\] were never seen"):
         predict_run(tmp_path / "run", db=small_db, source="newsite", out=tmp_path / "q.parquet")
+    # the command line warns about in-sample predictions, and names an unknown --source in its
+    # own words (not the config's)
+    runner = CliRunner()
+    args = ["predict", str(tmp_path / "run"), "--db", str(small_db), "--out"]
+    result = runner.invoke(cli, [*args, str(tmp_path / "r.parquet"), "--source", "train"])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.stderr and "in-sample" in result.stderr
+    result = runner.invoke(cli, [*args, str(tmp_path / "s.parquet"), "--source", "hospital"])
+    assert result.exit_code == 2
+    assert "--source hospital: the database holds no scans of that source" in result.stderr
+    assert "cohort.sources" not in result.stderr
 
 
 def test_cli_fit_and_bad_configs(small_db: Path, tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def test_harmonised_run_reports_site_separability_and_predicts(db: Path, tmp_pat
     harm = result.metrics["harmonization"]
     assert harm["method"] == "combat" and harm["warning"] is None
     assert 0 <= harm["site_accuracy_after"] <= 1
-    assert result.metrics["targets"]["age"]["ridge"]["cv"]["mae"] < 15
+    assert result.metrics["targets"]["age"]["ridge"]["kfold"]["mae"] < 15
     preds = predict_run(tmp_path / "run", db=db, source="train", out=tmp_path / "p.parquet")
     assert len(preds) > 0
     with pytest.raises((ConfigError, HarmonizationError), match="D"):

@@ -34,6 +34,11 @@ from morphml.process import (
     process,
     read_marker,
 )
+from tests.conftest import needs_dask
+
+# processing always runs on a Dask cluster (a local one by default); without the scale extra
+# the whole module skips, saying why
+pytestmark = needs_dask
 
 STANDIN = Path(__file__).resolve().parent / "standin"
 FASTSURFER = str(STANDIN / "run_fastsurfer.sh")

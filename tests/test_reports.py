@@ -169,11 +169,11 @@ def test_pretrain_summary_matches_the_run(runs: Runs, summaries: dict[str, Any])
     sex_rows = s["pretrain"]["performance"]["sex"]["rows"]
     assert {r["model_key"] for r in sex_rows} == {"logistic", "logistic_etiv_adjusted"}
     for row in sex_rows:
-        m = metrics["targets"]["sex"][row["model_key"]]["cv"]
+        m = metrics["targets"]["sex"][row["model_key"]]["kfold"]
         for key in ("auc", "balanced_accuracy", "brier", "calibration_slope"):
             assert row[key]["value"] == pytest.approx(m[key])
     sites = {r["site"] for r in s["pretrain"]["per_site"]["age"]["rows"]}
-    assert sites == set(metrics["targets"]["age"]["ridge"]["cv"]["per_site"])
+    assert sites == set(metrics["targets"]["age"]["ridge"]["kfold"]["per_site"])
     per_sex = s["pretrain"]["per_sex"]["rows"]
     assert {r["sex"] for r in per_sex} == {"female", "male"}
     assert sum(r["n"] for r in per_sex if r["model"] == "ridge") == manifest["cohort"]["n_scans"]
@@ -361,8 +361,9 @@ def test_real_pages_are_self_contained_and_private(
             assert path_text not in html, path_text
         assert "TRIPOD+AI" in html and 'id="privacy"' in html
     pretrain = pages["pretrain"].read_text(encoding="utf-8")
-    # predicted vs true, ROC etc., age histogram, importance
-    assert pretrain.count("<img") == 2 + 2 + 1 + 1
+    # predicted vs true, ROC etc., age histogram, importance, performance by site
+    assert pretrain.count("<img") == 2 + 2 + 1 + 1 + 1
+    assert 'id="appendix-sites"' in pretrain
     assert "Left" in pretrain and "mean |SHAP|" in pretrain
     assert summaries["pretrain"]["run"]["config_hash"] in pretrain
     transfer = pages["transfer"].read_text(encoding="utf-8")

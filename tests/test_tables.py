@@ -134,6 +134,16 @@ def test_dk_and_dkt_are_never_merged() -> None:
         ("sex", None),
         ("Left-Thalamus", None),
         ("lh_G&S_frontomargin_thickness", None),
+        # whole tokens: "date" inside a brain structure or another word is no date
+        ("Right-Caudate_Z_predict", None),
+        ("Left-Caudate", None),
+        ("candidate_group", None),
+        ("birthdate", "a date"),
+        ("ScanDate", "a date"),
+        ("date_of_birth", "a date"),
+        ("DateOfScan", "a date"),
+        ("dateofbirth", "a date"),
+        ("visit_datetime", "a date"),
     ],
 )
 def test_identifying_kind(name: str, kind: str | None) -> None:

@@ -498,6 +498,9 @@ def test_cli_transfer_and_bad_pretrained(
     )
     assert res.exit_code == 0, res.output
     assert "brain_age_gap" in res.output and "selected:" in res.output
+    # the resolved config names the pretrain run given on the command line
+    written = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert written["pretrained"] == str(run)
     res = runner.invoke(
         cli,
         [

@@ -459,10 +459,10 @@ def _config_hints(config: BaseModel, manifest: dict[str, Any], run: Path) -> dic
             note(f"models.{target}", run_models, sorted(cfg.models.get(target) or []))
     try:
         metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
-        from morphml.evaluation._splits import SCHEME_KEYS
+        from morphml.evaluation._splits import SCHEME_KEYS, scheme_key
 
         recorded = {
-            scheme
+            scheme_key(scheme)
             for models in metrics["targets"].values()
             for schemes in models.values()
             for scheme in schemes
@@ -783,6 +783,10 @@ def _check_refit(
                 problems.append(f"{where} {name} cannot be read ({type(err).__name__})")
                 continue
             rows[name] = len(old)
+            if "scheme" in old.columns:  # runs before the cv -> kfold rename
+                from morphml.evaluation._splits import scheme_key
+
+                old = old.assign(scheme=old["scheme"].map(scheme_key).astype(old["scheme"].dtype))
             diff = _compare_predictions(old, new, tolerance)
             if diff:
                 problems.append(f"{name}: {diff}")
@@ -793,8 +797,13 @@ def _check_refit(
             problems.append(f"metrics.json cannot be read ({type(err).__name__})")
         else:
             new_metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+            from morphml.evaluation._splits import scheme_keys_current
+
+            # a run written before the scheme keys were renamed (cv -> kfold) still compares
             metric_diff = _compare_json(
-                _results_only(old_metrics), _results_only(new_metrics), tolerance
+                _results_only(scheme_keys_current(old_metrics)),
+                _results_only(new_metrics),
+                tolerance,
             )
             if metric_diff:
                 problems.append(

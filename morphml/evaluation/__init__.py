@@ -14,7 +14,13 @@ from morphml.evaluation._metrics import (
     per_group_metrics,
     regression_metrics,
 )
-from morphml.evaluation._splits import SCHEME_KEYS, inner_splits, outer_splits
+from morphml.evaluation._splits import (
+    SCHEME_KEYS,
+    inner_splits,
+    outer_splits,
+    scheme_key,
+    scheme_keys_current,
+)
 from morphml.evaluation._tuning import TuningResult, predict_scores, stable_seed, tune
 
 __all__ = [
@@ -30,6 +36,8 @@ __all__ = [
     "permutation_p_value",
     "predict_scores",
     "regression_metrics",
+    "scheme_key",
+    "scheme_keys_current",
     "stable_seed",
     "tune",
 ]

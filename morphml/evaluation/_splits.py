@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -10,10 +11,36 @@ from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedGrou
 
 from morphml.exceptions import ConfigError
 
-__all__ = ["SCHEME_KEYS", "inner_splits", "outer_splits"]
+__all__ = ["SCHEME_KEYS", "inner_splits", "outer_splits", "scheme_key", "scheme_keys_current"]
 
-#: validation scheme -> key in metrics.json
-SCHEME_KEYS = {"kfold": "cv", "leave_site_out": "leave_site_out", "external": "external"}
+#: validation scheme -> key in metrics.json, predictions.parquet and manifest.json: one
+#: vocabulary everywhere (the config's, the CLI's and the report's)
+SCHEME_KEYS = {"kfold": "kfold", "leave_site_out": "leave_site_out", "external": "external"}
+#: keys run directories written before morphml 0.2 used
+LEGACY_SCHEME_KEYS = {"cv": "kfold"}
+
+
+def scheme_key(key: object) -> str:
+    """The current name of a scheme key read from a run directory (``cv`` -> ``kfold``)."""
+    return LEGACY_SCHEME_KEYS.get(str(key), str(key))
+
+
+def scheme_keys_current(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics.json`` of a pretrain run with legacy scheme keys renamed (a new dict)."""
+    targets = metrics.get("targets")
+    if not isinstance(targets, dict):
+        return metrics
+    renamed = {
+        target: {
+            model: {scheme_key(k): v for k, v in schemes.items()}
+            if isinstance(schemes, dict) else schemes
+            for model, schemes in models.items()
+        }
+        if isinstance(models, dict) else models
+        for target, models in targets.items()
+    }  # fmt: skip
+    return {**metrics, "targets": renamed}
+
 
 Split = tuple[np.ndarray, np.ndarray]
 

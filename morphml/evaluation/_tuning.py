@@ -206,6 +206,7 @@ def tune(
     storage: str | os.PathLike[str] | None = None,
     client: Any = None,
     early_stopping_rounds: int | None = None,
+    callbacks: list[Callable[[Any, Any], None]] | None = None,
 ) -> TuningResult:
     """Minimise the inner-fold loss (MAE, or log loss for classification) over ``space``.
 
@@ -219,6 +220,9 @@ def tune(
         for this many rounds (see :func:`morphml.models.fit_early_stopped`); the returned
         ``n_estimators`` is the mean of the inner folds' best counts. Pair it with
         ``search_space(..., early_stopping=True)``.
+    callbacks : list of callables, optional
+        Optuna callbacks ``(study, trial)`` called after each trial run in this process
+        (progress counters; not called for trials run on Dask workers).
     storage_path : Path, optional
         A journal file holding the study (an interrupted tuning resumes from it).
     storage : str or path-like, optional
@@ -263,7 +267,8 @@ def tune(
             oofs[trial.number] = oof
             return loss
 
-        study.optimize(run, n_trials=remaining, timeout=timeout, gc_after_trial=False)
+        study.optimize(run, n_trials=remaining, timeout=timeout, gc_after_trial=False,
+                       callbacks=list(callbacks or []))  # fmt: skip
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
         raise RuntimeError(f"tuning {study_name}: no trial completed (timeout too short?)")

@@ -268,11 +268,14 @@ def identifying_kind(name: str) -> str | None:
     'a date'
     >>> identifying_kind("lh_G_front_sup_thickness") is None
     True
+    >>> identifying_kind("Right-Caudate_Z_predict") is None
+    True
     """
     tokens = [t for t in re.split(r"[^a-z0-9]+", _CAMEL.sub("_", name).lower()) if t]
     words = set(tokens)
     joined = "".join(tokens)
-    if "date" in joined or words & {"dob", "birthday", "born", "timestamp", "datetime"}:
+    # whole tokens only: "date" is inside "Right-Caudate" and "candidate", which are no dates
+    if any(_is_date_word(t) for t in tokens):
         return "a date"
     if words & {"mrn", "ssn", "nhs", "bsn", "mrnumber"} or any(
         s in joined
@@ -311,6 +314,29 @@ def identifying_kind(name: str) -> str | None:
     } or any(s in joined for s in ("comment", "freetext", "remark")):
         return "free text"
     return None
+
+
+_DATE_WORDS = frozenset(
+    {"date", "dates", "dob", "birthday", "born", "timestamp", "datetime", "dateofbirth"}
+)
+#: what a compound written as one word ("birthdate", "scandate") may start with
+_DATE_QUALIFIERS = frozenset(
+    {
+        "birth", "scan", "visit", "exam", "study", "acquisition", "acq", "mri", "session",
+        "collection", "admission", "discharge", "consent", "death", "entry", "test",
+        "assessment", "enrolment", "enrollment", "referral", "diagnosis", "onset", "start",
+        "end", "record", "series", "content", "instance",
+    }
+)  # fmt: skip
+
+
+def _is_date_word(token: str) -> bool:
+    """A token that names a date: a date word, or a compound such as ``birthdate``."""
+    if token in _DATE_WORDS:
+        return True
+    if token.endswith("date") and token[:-4] in _DATE_QUALIFIERS:
+        return True
+    return token.startswith("dateof") or (token.startswith("date") and token[4:] in {"time", "s"})
 
 
 # kind -> map keys that may name such a column ("" = any key)

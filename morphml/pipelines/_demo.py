@@ -123,10 +123,10 @@ def run_demo(
     })  # fmt: skip
     pre = fit_pretrain(pretrain, db=db, out=result.pretrain_run)  # type: ignore[arg-type]
     for model, schemes in pre.metrics["targets"]["age"].items():
-        m = schemes["cv"]
+        m = schemes["kfold"]
         say(f"  age {model}: MAE {m['mae']:.2f} y [{m['mae_ci'][0]:.2f}, {m['mae_ci'][1]:.2f}]")
     for model, schemes in pre.metrics["targets"]["sex"].items():
-        m = schemes["cv"]
+        m = schemes["kfold"]
         say(f"  sex {model}: AUC {m['auc']:.3f} [{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}]")
     lap("pretrain")
     say("transferring to the hospital's patients vs controls ...")

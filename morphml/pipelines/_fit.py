@@ -18,6 +18,7 @@ directory records everything an audit needs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -42,6 +43,7 @@ from morphml.evaluation._splits import SCHEME_KEYS, inner_splits, outer_splits
 from morphml.evaluation._tuning import predict_scores, stable_seed, tune
 from morphml.exceptions import ConfigError
 from morphml.features import SITE_PREFIX, FeatureFrame, describe, load_frame, target_vector
+from morphml.pipelines._progress import FitProgress, current_progress
 
 __all__ = ["RunResult", "fit_pretrain", "package_versions"]
 
@@ -318,7 +320,8 @@ def fit_pretrain(
     scheduler : str or distributed.Client, optional
         Run the tuning trials on this Dask cluster's workers (they share each study).
     progress : bool, default False
-        Print a line to standard error as each model and scheme is done (long fits).
+        Report progress on standard error: a bar counting trials with the time left on a
+        terminal, plain lines (each finished tuning, and every 30 s) otherwise.
     """
     from morphml.models import resolve_device
 
@@ -345,48 +348,14 @@ def fit_pretrain(
     if config.harmonize.method == "combat":
         X = with_meta(frame.X, frame.meta)
         metrics["harmonization"] = harmonization_diagnostics(config, X, frame)
-    predictions: list[pd.DataFrame] = []
-    tuned: dict[str, Any] = {}
-    seconds: dict[str, float] = {}  # wall-clock time of each tuning, for the manifest
-    for target in config.targets:
-        y, _ = target_vector(frame.meta, target)
-        kind = "regression" if target == "age" else "classification"
-        stratify = None if target == "age" else _sex_site_labels(frame.meta, y)
-        metrics["targets"][target] = {}
-        for label, name, etiv in _variants(config, target):
-            from morphml.models import search_space
-
-            build = _model_factory(
-                target, name, etiv, config.seed, device, config.harmonize, _threads(config)
-            )
-            space = search_space(
-                name, target, early_stopping=config.tuning.early_stopping_rounds is not None
-            )
-            result: dict[str, Any] = {}
-            for scheme in config.validation.schemes:
-                splits = outer_splits(
-                    scheme,
-                    frame.meta,
-                    folds=config.validation.folds,
-                    seed=config.seed,
-                    external_source=config.validation.external_source,
-                    stratify=stratify,
-                )
-                started = time.perf_counter()
-                preds = _outer_loop(
-                    config, frame, X, y, splits, scheme, target, label, kind, build, space,
-                    run_dir, tuned, studies,
-                )  # fmt: skip
-                key = f"{target}/{label}/{SCHEME_KEYS[scheme]}"
-                seconds[key] = round(time.perf_counter() - started, 1)
-                if progress:
-                    print(f"  {key}: tuned and scored in {seconds[key]:.0f} s", file=sys.stderr)
-                predictions.append(preds)
-                result[SCHEME_KEYS[scheme]] = _score(config, target, preds, frame)
-            metrics["targets"][target][label] = result
-    if progress:
-        print("  final models: tuning and refitting on all scans", file=sys.stderr)
-    final = _final_models(config, frame, X, device, run_dir, studies, seconds)
+    tracker = (
+        FitProgress(_n_studies(config, frame) * config.tuning.trials, config.tuning.trials)
+        if progress else None
+    )  # fmt: skip
+    with tracker or contextlib.nullcontext():
+        final, predictions, tuned, seconds = _fit_all(
+            config, frame, X, device, run_dir, studies, metrics, tracker
+        )
     pred_table = pd.concat(predictions, ignore_index=True)
     pred_table.to_parquet(run_dir / "predictions.parquet", index=False)
     run_id = uuid.uuid4().hex[:16]
@@ -421,6 +390,71 @@ def fit_pretrain(
         with connect(db) as con:
             record_run(con, run_id, "pretrain", config_hash(config), list(frame.X.index))
     return RunResult(run_dir, run_id, metrics)
+
+
+def _n_studies(config: PretrainConfig, frame: FeatureFrame) -> int:
+    """Optuna studies a fit runs: one per outer fold of each model and scheme, one per final
+    model (for the progress counter)."""
+    n_sites = int(frame.meta["site"].fillna("unknown").astype(str).nunique())
+    folds = {"kfold": config.validation.folds, "leave_site_out": n_sites, "external": 1}
+    per_model = sum(folds.get(s, 1) for s in config.validation.schemes) + 1  # + final model
+    return sum(len(_variants(config, t)) for t in config.targets) * per_model
+
+
+def _fit_all(
+    config: PretrainConfig,
+    frame: FeatureFrame,
+    X: pd.DataFrame,
+    device: str,
+    run_dir: Path,
+    studies: _Studies,
+    metrics: dict[str, Any],
+    tracker: FitProgress | None,
+) -> tuple[dict[str, Any], list[pd.DataFrame], dict[str, Any], dict[str, float]]:
+    """Every outer loop and the final models (the body of :func:`fit_pretrain`)."""
+    predictions: list[pd.DataFrame] = []
+    tuned: dict[str, Any] = {}
+    seconds: dict[str, float] = {}  # wall-clock time of each tuning, for the manifest
+    for target in config.targets:
+        y, _ = target_vector(frame.meta, target)
+        kind = "regression" if target == "age" else "classification"
+        stratify = None if target == "age" else _sex_site_labels(frame.meta, y)
+        metrics["targets"][target] = {}
+        for label, name, etiv in _variants(config, target):
+            from morphml.models import search_space
+
+            build = _model_factory(
+                target, name, etiv, config.seed, device, config.harmonize, _threads(config)
+            )
+            space = search_space(
+                name, target, early_stopping=config.tuning.early_stopping_rounds is not None
+            )
+            result: dict[str, Any] = {}
+            for scheme in config.validation.schemes:
+                splits = outer_splits(
+                    scheme,
+                    frame.meta,
+                    folds=config.validation.folds,
+                    seed=config.seed,
+                    external_source=config.validation.external_source,
+                    stratify=stratify,
+                )
+                started = time.perf_counter()
+                preds = _outer_loop(
+                    config, frame, X, y, splits, scheme, target, label, kind, build, space,
+                    run_dir, tuned, studies,
+                )  # fmt: skip
+                key = f"{target}/{label}/{SCHEME_KEYS[scheme]}"
+                seconds[key] = round(time.perf_counter() - started, 1)
+                if tracker is not None:
+                    tracker.finished(key, seconds[key])
+                predictions.append(preds)
+                result[SCHEME_KEYS[scheme]] = _score(config, target, preds, frame)
+            metrics["targets"][target][label] = result
+    if tracker is not None:
+        tracker.line("  final models: tuning and refitting on all scans")
+    final = _final_models(config, frame, X, device, run_dir, studies, seconds)
+    return final, predictions, tuned, seconds
 
 
 def _sex_site_labels(meta: pd.DataFrame, y: np.ndarray) -> np.ndarray:
@@ -462,6 +496,12 @@ def _threads(config: PretrainConfig) -> int:
     return 2 if config.tuning.n_jobs == 1 else 1
 
 
+def _trial_callbacks(study_key: str) -> list[Any]:
+    """The progress counter's Optuna callback when this process reports progress."""
+    tracker = current_progress()
+    return [] if tracker is None else [tracker.trial_callback(study_key)]
+
+
 def _run_tasks(jobs: int, function: Any, tasks: list[tuple[Any, ...]]) -> list[Any]:
     """``function(*task)`` for every task, in order; in ``jobs`` processes when above 1.
 
@@ -497,9 +537,12 @@ def _outer_loop(
         for k, (train, test) in enumerate(splits)
     ]  # fmt: skip
     rows = []
+    tracker = current_progress()
     for key, entry, fold in _run_tasks(_jobs(config, studies, len(tasks)), _outer_fold, tasks):
         tuned[key] = entry
         rows.append(fold)
+        if tracker is not None:
+            tracker.study_done(key)
     return pd.concat(rows, ignore_index=True)
 
 
@@ -546,6 +589,7 @@ def _outer_fold(
         ),
         pruning=config.tuning.pruning,
         early_stopping_rounds=config.tuning.early_stopping_rounds,
+        callbacks=_trial_callbacks(f"{target}/{label}/{scheme}/fold{k}"),
     )
     entry = {"params": result.params, "inner_loss": result.score, "trials": result.n_trials}
     model = build(result.params).fit(Xtr, y[train])
@@ -668,10 +712,13 @@ def _final_models(
         for target in config.targets
         for label, name, etiv in _variants(config, target)
     ]  # fmt: skip
+    tracker = current_progress()
     for key, entry, elapsed in _run_tasks(_jobs(config, studies, len(tasks)), _final_model, tasks):
         out[key] = entry
         if seconds is not None:
             seconds[f"{key}/final"] = elapsed
+        if tracker is not None:
+            tracker.study_done(f"{key}/final")
     return out
 
 
@@ -726,6 +773,7 @@ def _final_model(
         ),
         pruning=config.tuning.pruning,
         early_stopping_rounds=config.tuning.early_stopping_rounds,
+        callbacks=_trial_callbacks(f"{target}/{label}/final"),
     )
     model = build(result.params).fit(X, y)
     sidecar: dict[str, Any] = {

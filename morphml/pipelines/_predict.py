@@ -14,7 +14,30 @@ from morphml.config import CohortSpec, PretrainConfig, parse_config
 from morphml.exceptions import ConfigError
 from morphml.features import SITE_PREFIX, describe, load_frame
 
-__all__ = ["predict_run", "predictions"]
+__all__ = ["in_sample_count", "predict_run", "predictions"]
+
+
+def _check_source(db: str | os.PathLike[str] | None, source: str) -> None:
+    """Refuse a --source the database does not hold, in the command line's words."""
+    from morphml.db import connect
+
+    with connect(db, read_only=True) as con:
+        sources = [str(r[0]) for r in con.execute(
+            "SELECT DISTINCT source FROM scans ORDER BY 1").fetchall()]  # fmt: skip
+    if source not in sources:
+        raise ConfigError(
+            f"--source {source}: the database holds no scans of that source (it has: "
+            f"{', '.join(sources) or 'no scans'}); ingest them first with "
+            f"'morphml ingest PATH --source {source}' or give one of those sources"
+        )
+
+
+def in_sample_count(predictions: pd.DataFrame) -> tuple[int, int]:
+    """(scans the run was trained on, all scans) among ``predict_run``'s predictions."""
+    if "in_sample" not in predictions.columns:
+        return 0, int(predictions["scan_key"].nunique())
+    per_scan = predictions.groupby("scan_key")["in_sample"].any()
+    return int(per_scan.sum()), len(per_scan)
 
 
 def predict_run(
@@ -29,6 +52,10 @@ def predict_run(
     The scans' features must be exactly the ones the models were trained on (a missing or
     extra feature is refused with the lists); a site the models never saw is refused unless
     the run's config says ``new_sites: ignore_site``.
+
+    The result's ``in_sample`` column is True for scans the run's models were trained on:
+    their predictions are in-sample (optimistic) and no measure of accuracy. Use
+    :func:`in_sample_count` on the result to say so.
     """
     result = predictions(run_dir, db=db, source=source)
     out_path = Path(out)
@@ -57,6 +84,8 @@ def predictions(
         raise ConfigError(
             f"{run}: a {config.kind} run; morphml predict takes a pretrain run's models"
         )
+    if source:
+        _check_source(db, source)
     cohort = CohortSpec(sources=[source] if source else None, first_session_only=False)
     features = config.features.model_copy(
         update={"max_missing": 1.0, "site_covariates": False, "available_in": None}
@@ -136,4 +165,6 @@ def predictions(
     result = pd.concat(rows, ignore_index=True)
     # JSON-safe counts of the scans predicted (an external-validation report shows them)
     result.attrs["cohort"] = describe(frame)
+    trained_on = set(manifest.get("scan_keys") or [])
+    result["in_sample"] = result["scan_key"].isin(trained_on)
     return result

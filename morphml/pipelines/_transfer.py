@@ -210,7 +210,10 @@ def fit_transfer(
     run_dir = Path(out)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise TransferError(f"{run_dir} exists and is not empty; choose another --out")
-    run = PretrainedRun.load(_resolve_pretrained(config, pretrained))
+    pretrained_dir = _resolve_pretrained(config, pretrained)
+    # the resolved config names the pretrain run it used (as given: --pretrained or the config)
+    config = config.model_copy(update={"pretrained": str(pretrained_dir)})
+    run = PretrainedRun.load(pretrained_dir)
     stale = _check_stale(db, run.run_id, allow_stale)
     frame, X, y = load_transfer_data(config, run, db)
     kind = "classification" if config.target.type == "binary" else "regression"
@@ -266,7 +269,22 @@ def fit_transfer(
         name: (lambda seed, name=name: factory.build(name, seed, bases=names)) for name in names
     }
     report = None
-    if progress:
+    if progress and not sys.stderr.isatty():  # a log: a plain line every 30 s
+        from morphml.pipelines._progress import format_duration
+
+        clock = {"start": time.monotonic(), "last": time.monotonic()}
+
+        def report(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - clock["last"] < 30 and done < total:
+                return
+            clock["last"] = now
+            spent = now - clock["start"]
+            left = f", about {format_duration(spent / done * (total - done))} left" if done else ""
+            print(f"  transfer: {done}/{total} fits, {format_duration(spent)} elapsed{left}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+
+    elif progress:
         from tqdm import tqdm
 
         bar = tqdm(total=0, unit="fit", desc="transfer", leave=False)

@@ -35,6 +35,33 @@ def _counts(values: pd.Series) -> dict[str, int]:
     return {str(k): int(v) for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))}
 
 
+#: how a missing software or version reads in the manifest's "software version" keys
+_MISSING = {"", "nan", "none", "null", "unknown", "?", "<na>"}
+
+
+def software_label(software: object, version: object) -> str:
+    """``FreeSurfer 7.4.1``; scans imported from tables record neither, and say so."""
+    sw = "" if software is None else str(software).strip()
+    ver = "" if version is None else str(version).strip()
+    sw = "" if sw.lower() in _MISSING else sw
+    ver = "" if ver.lower() in _MISSING else ver
+    if not sw and not ver:
+        return "tables (software not recorded)"
+    if not ver:
+        return f"{sw} (version not recorded)"
+    return f"{sw or 'software not recorded'} {ver}"
+
+
+def _software_counts(recorded: dict[str, Any]) -> dict[str, int]:
+    """The manifest's ``{"software version": n}`` with missing parts said in words."""
+    out: dict[str, int] = {}
+    for key, n in recorded.items():
+        software, _, version = str(key).partition(" ")
+        label = software_label(software, version)
+        out[label] = out.get(label, 0) + int(n)
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 def age_histogram(age: np.ndarray, sex: np.ndarray, width: float = 5.0) -> dict[str, Any] | None:
     """Counts of ages in ``width``-year bins, by sex label (``female``, ``male``, ...)."""
     age = np.asarray(age, dtype=np.float64)
@@ -69,7 +96,7 @@ def cohort_from_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
         "sources": recorded.get("sources") or {},
         "sites": recorded.get("sites") or {},
         "sex": sex,
-        "software": recorded.get("software") or {},
+        "software": _software_counts(recorded.get("software") or {}),
         "age": recorded.get("age") or {},
         "age_histogram": None,
     }
@@ -123,7 +150,10 @@ def cohort_from_db(
     record["n_scans_missing"] = len(set(scan_keys) - set(meta["scan_key"]))
     sex = meta["sex"].map(lambda v: SEX_LABELS.get(v, "unknown") if isinstance(v, str) else v)
     sex = sex.fillna("unknown")
-    software = meta["software"].fillna("unknown") + " " + meta["version"].fillna("?")
+    software = pd.Series(
+        [software_label(s, v) for s, v in zip(meta["software"], meta["version"], strict=True)],
+        dtype=object,
+    )
     age = meta["age"].to_numpy(np.float64)
     known = np.isfinite(age)
     facts = {

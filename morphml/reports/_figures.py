@@ -20,12 +20,18 @@ __all__ = [
     "harmonization_figure",
     "importance_figure",
     "learning_curve_figure",
+    "per_site_figure",
     "sex_figure",
 ]
 
 #: Okabe-Ito colours (distinguishable with the common colour-vision deficiencies)
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
            "#000000")  # fmt: skip
+#: for more series than PALETTE holds: Paul Tol's "muted" scheme (nine colours that stay
+#: distinct with colour-vision deficiencies), paired with a marker each in the figures
+MANY = ("#332288", "#CC6677", "#117733", "#DDCC77", "#88CCEE", "#882255", "#44AA99",
+        "#999933", "#AA4499", "#6699CC", "#661100", "#888888")  # fmt: skip
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p")
 _SEX_COLOURS = {"female": "#CC79A7", "male": "#0072B2", "unknown": "#999999"}
 _DPI = 110
 
@@ -92,11 +98,12 @@ def age_figure(points: dict[str, Any]) -> dict[str, str]:
     p = np.asarray(points["y_pred"], dtype=np.float64)
     c = np.asarray(points["y_pred_corrected"], dtype=np.float64)
     fig, axes = _new(10.5, 3.5, 3)
-    lo = float(np.nanmin([y.min(), p.min(), c.min()])) - 2
-    hi = float(np.nanmax([y.max(), p.max(), c.max()])) + 2
+    lo, hi = _limits(p, c)  # true ages always fit; predictions' central 99%
+    lo, hi = min(lo, float(np.nanmin(y)) - 2), max(hi, float(np.nanmax(y)) + 2)
     size = 9 if len(y) < 500 else 4
+    beyond = 0
     for ax, pred, title in ((axes[0], p, "uncorrected"), (axes[1], c, "bias-corrected")):
-        ax.scatter(y, pred, s=size, alpha=0.6, color=PALETTE[0], linewidths=0)
+        beyond = max(beyond, _scatter_clipped(ax, y, pred, lo, hi, PALETTE[0], size, 0.6))
         ax.plot([lo, hi], [lo, hi], color="#555555", linewidth=1, linestyle="--")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
@@ -106,9 +113,13 @@ def age_figure(points: dict[str, Any]) -> dict[str, str]:
         ax.set_title(f"predicted vs true, {title}", fontsize=9)
         _style(ax)
     ax = axes[2]
-    ax.scatter(y, p - y, s=size, alpha=0.5, color=PALETTE[1], linewidths=0, label="uncorrected")
-    ax.scatter(y, c - y, s=size, alpha=0.5, color=PALETTE[0], linewidths=0,
-               label="bias-corrected")  # fmt: skip
+    gap_lo, gap_hi = _limits(p - y, c - y, pad=1.0)
+    gap_lo, gap_hi = min(gap_lo, -1.0), max(gap_hi, 1.0)
+    beyond = max(beyond, _scatter_clipped(ax, y, p - y, gap_lo, gap_hi, PALETTE[1], size, 0.5,
+                                          label="uncorrected"))  # fmt: skip
+    beyond = max(beyond, _scatter_clipped(ax, y, c - y, gap_lo, gap_hi, PALETTE[0], size, 0.5,
+                                          label="bias-corrected"))  # fmt: skip
+    ax.set_ylim(gap_lo, gap_hi)
     ax.axhline(0, color="#555555", linewidth=1, linestyle="--")
     ax.set_xlabel("age (years)")
     ax.set_ylabel("brain-age gap (years)")
@@ -120,13 +131,68 @@ def age_figure(points: dict[str, Any]) -> dict[str, str]:
         if points.get("n_shown") != points.get("n") else ""
     )  # fmt: skip
     name = f"{points['model']}, {points['scheme']}"
+    clipped = (
+        f" Axes span the central 99% of predictions; {beyond} more extreme points are drawn "
+        "as triangles at the edge."
+        if beyond else ""
+    )  # fmt: skip
     return _figure(
         fig,
         f"Brain age, {name}: three scatter plots of {points['n']} out-of-fold predictions"
         f"{shown}: predicted against true age before and after bias correction with the "
-        "identity line, and the brain-age gap against age before and after correction.",
-        f"Brain age — {name}: out-of-fold predictions{shown}.",
+        f"identity line, and the brain-age gap against age before and after correction.{clipped}",
+        f"Brain age — {name}: out-of-fold predictions{shown}.{clipped}",
     )
+
+
+def _limits(*arrays: np.ndarray, pad: float = 2.0) -> tuple[float, float]:
+    """Axis limits over the central 99% of each array's finite values (an outlier or two,
+    e.g. a bias-corrected age of 250 years, must not squeeze the rest into a corner)."""
+    lows, highs = [], []
+    for values in arrays:
+        finite = np.asarray(values, dtype=np.float64)
+        finite = finite[np.isfinite(finite)]
+        if len(finite) == 0:
+            continue
+        if len(finite) >= 200:
+            lows.append(float(np.percentile(finite, 0.5)))
+            highs.append(float(np.percentile(finite, 99.5)))
+        else:
+            lows.append(float(finite.min()))
+            highs.append(float(finite.max()))
+    if not lows:
+        return 0.0, 1.0
+    return min(lows) - pad, max(highs) + pad
+
+
+def _scatter_clipped(
+    ax: Any,
+    x: np.ndarray,
+    y: np.ndarray,
+    lo: float,
+    hi: float,
+    colour: str,
+    size: float,
+    alpha: float,
+    label: str | None = None,
+) -> int:
+    """Scatter ``y`` against ``x``; values outside [lo, hi] as triangles on the edge.
+
+    Returns how many points were outside.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    inside = (y >= lo) & (y <= hi)
+    ax.scatter(x[inside], y[inside], s=size, alpha=alpha, color=colour, linewidths=0,
+               label=label)  # fmt: skip
+    above, below = y > hi, y < lo
+    span = hi - lo
+    if above.any():
+        ax.scatter(x[above], np.full(int(above.sum()), hi - 0.01 * span), s=size * 2.5,
+                   marker="^", color=colour, linewidths=0)  # fmt: skip
+    if below.any():
+        ax.scatter(x[below], np.full(int(below.sum()), lo + 0.01 * span), s=size * 2.5,
+                   marker="v", color=colour, linewidths=0)  # fmt: skip
+    return int(above.sum() + below.sum())
 
 
 def sex_figure(curves: dict[str, Any]) -> dict[str, str]:
@@ -204,8 +270,31 @@ def _size_label(size: Any, scans: Any) -> str:
     return f"n={size}" if str(size) != "all" else f"all, n≈{scans}"
 
 
+def series_styles(names: list[str], selected: str | None) -> dict[str, dict[str, Any]]:
+    """Colour, marker and line of each learning curve: ``raw`` dark grey and dashed, the
+    selected representation blue and thick, the others from :data:`MANY` with a marker each
+    (so even 12 series stay apart in colour, in shape, and in greyscale print)."""
+    styles: dict[str, dict[str, Any]] = {}
+    others = [n for n in names if n not in ("raw", selected)]
+    for name in names:
+        if name == "raw":
+            styles[name] = {"color": "#333333", "marker": "o", "linestyle": "--",
+                            "linewidth": 1.8, "band": True}  # fmt: skip
+        elif name == selected:
+            styles[name] = {"color": "#0072B2", "marker": "D", "linestyle": "-",
+                            "linewidth": 2.6, "band": True}  # fmt: skip
+        else:
+            k = others.index(name)
+            colours = [c for c in MANY if c not in ("#332288", "#888888")]  # not near raw/sel.
+            styles[name] = {"color": colours[k % len(colours)],
+                            "marker": MARKERS[1:][k % (len(MARKERS) - 1)],
+                            "linestyle": "-", "linewidth": 1.2, "band": False}  # fmt: skip
+    return styles
+
+
 def learning_curve_figure(transfer: dict[str, Any]) -> dict[str, str] | None:
-    """Mean score and 95% interval band against training scans, per representation."""
+    """Mean score against training scans per representation; 95% interval bands for raw and
+    the selected representation, error bars for the others."""
     curves = transfer.get("learning_curve") or {}
     if not curves:
         return None
@@ -221,6 +310,7 @@ def learning_curve_figure(transfer: dict[str, Any]) -> dict[str, str] | None:
         ax.set_xscale("log")
     spread = 0.015 if log else 0.012 * (xs[-1] - xs[0] if len(xs) > 1 else 1.0)
     selected = (transfer.get("selected") or {}).get("representation")
+    styles = series_styles(list(curves), selected)
     for i, (name, curve) in enumerate(curves.items()):
         keep = [j for j, n in enumerate(curve["n_train_scans"]) if n is not None]
         if not keep:
@@ -236,12 +326,18 @@ def learning_curve_figure(transfer: dict[str, Any]) -> dict[str, str] | None:
             )
 
         mean, lo, hi = column("mean"), column("lo"), column("hi")
-        colour = PALETTE[i % len(PALETTE)]
-        width = 2.4 if name == selected else 1.3
-        ax.fill_between(x, lo, hi, color=colour, alpha=0.10, linewidth=0)
-        ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], color=colour, linewidth=width,
-                    marker="o", markersize=4, capsize=3,
-                    label=f"{name} (selected)" if name == selected else name)  # fmt: skip
+        st = styles[name]
+        label = f"{name} (selected)" if name == selected else name
+        if st["band"]:  # raw and the selected one: interval as a band and error bars
+            ax.fill_between(x, lo, hi, color=st["color"], alpha=0.13, linewidth=0)
+            ax.errorbar(x, mean, yerr=[mean - lo, hi - mean], color=st["color"],
+                        linewidth=st["linewidth"], linestyle=st["linestyle"],
+                        marker=st["marker"], markersize=5, capsize=2, elinewidth=0.8,
+                        label=label, zorder=3)  # fmt: skip
+        else:  # the others: means only (their intervals are in the table and forest plot)
+            ax.plot(x, mean, color=st["color"], linewidth=st["linewidth"],
+                    linestyle=st["linestyle"], marker=st["marker"], markersize=4,
+                    label=label, zorder=2)  # fmt: skip
     ax.set_xticks(xs)
     ax.set_xticklabels(
         [next((_size_label(k, int(v)) for k, v in sizes.items() if v == x), str(x))
@@ -254,17 +350,23 @@ def learning_curve_figure(transfer: dict[str, Any]) -> dict[str, str] | None:
     ax.set_ylabel(f"{metric} (95% CI)")
     if transfer.get("metric") == "auc":
         ax.axhline(0.5, color="#555555", linewidth=1, linestyle=":")
-    ax.legend(frameon=False, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    handles, labels = ax.get_legend_handles_labels()  # in the table's order, raw first
+    names = list(curves)
+    order = sorted(range(len(labels)), key=lambda k: names.index(labels[k].split(" (")[0]))
+    ax.legend([handles[k] for k in order], [labels[k] for k in order], frameon=False,
+              fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))  # fmt: skip
     _style(ax)
     return _figure(
         fig,
-        f"Learning curves: mean {metric} with 95% interval bands against the number of "
-        f"training scans ({', '.join(str(int(x)) for x in xs)}) for {len(curves)} "
-        f"representations ({', '.join(curves)}).",
-        f"Learning curves: {metric} by training size, with corrected resampled t intervals "
-        "(dotted: chance)."
+        f"Learning curves: mean {metric} against the number of training scans, with 95% "
+        "intervals (shaded) for raw and the selected representation only, the others' being "
+        f"in the table and the forest plot; training scans {', '.join(str(int(x)) for x in xs)}; "
+        f"{len(curves)} representations ({', '.join(curves)}).",
+        f"Learning curves: {metric} by training size; shaded: corrected resampled t intervals "
+        "of raw and the selected representation (dotted: chance)."
         if transfer.get("metric") == "auc"
-        else f"Learning curves: {metric} by training size, with corrected resampled t intervals.",
+        else f"Learning curves: {metric} by training size; shaded: corrected resampled t "
+        "intervals of raw and the selected representation.",
     )
 
 
@@ -322,4 +424,69 @@ def harmonization_figure(diag: dict[str, Any]) -> dict[str, str] | None:
         f"Bar chart of cross-validated site-classification accuracy: {before:.2f} before and "
         f"{after:.2f} after ComBat, chance {diag.get('chance') or 0:.2f}.",
         "Site separability before and after harmonisation (lower is better; chance dashed).",
+    )
+
+
+#: (metric key, axis label) of the per-site figure's panel for each target
+_SITE_METRICS = {"age": ("mae", "brain-age MAE (years)"), "sex": ("auc", "sex AUC")}
+
+
+def per_site_figure(per_site: dict[str, Any]) -> dict[str, str] | None:
+    """Per-site performance of every model and scheme in one dot plot (age MAE, sex AUC).
+
+    Sites run down the shared vertical axis; each model has a colour, each validation scheme
+    a marker; lines are 95% intervals. The full tables are in the report's appendix.
+    """
+    panels = []
+    for target, (key, label) in _SITE_METRICS.items():
+        rows = [r for r in ((per_site.get(target) or {}).get("rows") or [])
+                if isinstance(r.get(key), dict) and r[key].get("value") is not None]  # fmt: skip
+        if rows:
+            panels.append((target, key, label, rows))
+    if not panels:
+        return None
+    sites = sorted({str(r["site"]) for _, _, _, rows in panels for r in rows}, reverse=True)
+    where = {site: i for i, site in enumerate(sites)}
+    fig, axes = _new(10.5 if len(panels) > 1 else 6.4, 1.4 + 0.24 * len(sites), len(panels))
+    n_series = 0
+    for ax, (target, key, label, rows) in zip(axes, panels, strict=True):
+        models = list(dict.fromkeys(str(r["model"]) for r in rows))
+        schemes = list(dict.fromkeys(str(r["scheme"]) for r in rows))
+        series = [(m, s) for m in models for s in schemes]
+        n_series = max(n_series, len(series))
+        step = 0.7 / max(len(series), 1)
+        for j, (model, scheme) in enumerate(series):
+            mine = [r for r in rows if str(r["model"]) == model and str(r["scheme"]) == scheme]
+            if not mine:
+                continue
+            offset = (j - (len(series) - 1) / 2) * step
+            y = np.asarray([where[str(r["site"])] + offset for r in mine])
+            value = np.asarray([r[key]["value"] for r in mine], dtype=np.float64)
+            ci = [r[key].get("ci") or [None, None] for r in mine]
+            lo = np.asarray([np.nan if c[0] is None else c[0] for c in ci], dtype=np.float64)
+            hi = np.asarray([np.nan if c[1] is None else c[1] for c in ci], dtype=np.float64)
+            colour = MANY[models.index(model) % len(MANY)]
+            marker = MARKERS[schemes.index(scheme) % len(MARKERS)]
+            ax.hlines(y, lo, hi, color=colour, linewidth=0.9, alpha=0.8)
+            ax.scatter(value, y, color=colour, marker=marker, s=16, zorder=3,
+                       label=f"{model}, {scheme}")  # fmt: skip
+        if key == "auc":
+            ax.axvline(0.5, color="#555555", linewidth=1, linestyle=":")
+        ax.set_yticks(np.arange(len(sites)))
+        ax.set_yticklabels(sites if ax is axes[0] else [""] * len(sites), fontsize=7.5)
+        ax.set_ylim(-0.6, len(sites) - 0.4)
+        ax.set_xlabel(f"{label} (95% CI)")
+        ax.set_title(target, fontsize=9)
+        ax.legend(frameon=False, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08),
+                  ncol=2)  # fmt: skip
+        _style(ax)
+        ax.grid(False, axis="y")
+    what = " and ".join(label for _, _, label, _ in panels)
+    return _figure(
+        fig,
+        f"Dot plot of {what} with 95% intervals for each of {len(sites)} sites, one colour "
+        "per model and one marker per validation scheme; the values are tabulated in the "
+        "appendix.",
+        f"Performance by site ({what}); sites with too few scans are not scored. Tables in "
+        "the appendix.",
     )

@@ -83,7 +83,7 @@ def _figures(summary: dict[str, Any]) -> dict[str, Any]:
 
     out: dict[str, Any] = {
         "age_hist": None, "age": [], "sex": [], "importance": [], "learning_curve": None,
-        "delta": None, "harmonization": None,
+        "delta": None, "harmonization": None, "per_site": None,
     }  # fmt: skip
     hist = (summary.get("cohort") or {}).get("age_histogram")
     if hist:
@@ -91,6 +91,8 @@ def _figures(summary: dict[str, Any]) -> dict[str, Any]:
     pre = summary.get("pretrain") or {}
     out["age"] = [fig.age_figure(p) for p in pre.get("age_points") or [] if p.get("y_true")]
     out["sex"] = [fig.sex_figure(c) for c in pre.get("sex_curves") or []]
+    if pre.get("per_site"):
+        out["per_site"] = fig.per_site_figure(pre["per_site"])
     for entry in summary.get("importance") or []:
         out["importance"].append(fig.importance_figure(entry))
     transfer = summary.get("transfer")

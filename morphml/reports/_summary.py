@@ -59,7 +59,6 @@ SEX_METRICS = (
     ("calibration_slope", "calibration slope"),
     ("calibration_intercept", "calibration intercept"),
 )
-_SCHEMES = {"cv": "k-fold", "leave_site_out": "leave-site-out", "external": "external"}
 
 #: what each transfer representation feeds the small model (see morphml.transfer)
 REPRESENTATIONS = {
@@ -99,7 +98,10 @@ def json_safe(value: Any) -> Any:
 
 
 def _scheme(key: object) -> str:
-    return _SCHEMES.get(str(key), str(key))
+    """A scheme as the config, the CLI and metrics.json name it (old runs' ``cv``: kfold)."""
+    from morphml.evaluation import scheme_key
+
+    return scheme_key(key)
 
 
 def model_label(name: str) -> str:
@@ -197,6 +199,7 @@ def _header(
         "platform": manifest.get("platform") or {},
         "packages": manifest.get("packages") or {},
         "seconds": manifest.get("seconds"),
+        **_timing(manifest.get("seconds")),
     }
     if manifest.get("pretrained"):
         pre = dict(manifest["pretrained"])
@@ -204,6 +207,36 @@ def _header(
             pre["directory"] = Path(str(pre["directory"])).name
         header["pretrained"] = pre
     return header
+
+
+def _timing(seconds: Any) -> dict[str, Any]:
+    """Wall-clock time in words: the total, and each tuning (``age/ridge/kfold 29 s``)."""
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool):
+        return {"seconds_total": float(seconds), "seconds_text": _duration(float(seconds)),
+                "seconds_parts": []}  # fmt: skip
+    if not isinstance(seconds, dict):
+        return {"seconds_total": None, "seconds_text": None, "seconds_parts": []}
+    parts: list[dict[str, Any]] = []
+    for key, value in seconds.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        pieces = str(key).split("/")
+        if len(pieces) == 3:
+            pieces[2] = _scheme(pieces[2])
+        parts.append({"what": "/".join(pieces), "seconds": float(value),
+                      "text": _duration(float(value))})  # fmt: skip
+    total = float(sum(p["seconds"] for p in parts)) if parts else None
+    return {"seconds_total": total, "seconds_text": None if total is None else _duration(total),
+            "seconds_parts": parts}  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``12.5 min``, ``2.1 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _features(manifest: dict[str, Any], config: PretrainConfig | TransferConfig) -> dict[str, Any]:
@@ -416,6 +449,19 @@ def _tuning(manifest: dict[str, Any], config: PretrainConfig) -> dict[str, Any]:
     }
 
 
+def _folds_by_scheme(manifest: dict[str, Any], preds: pd.DataFrame | None) -> dict[str, int]:
+    """Outer folds each scheme had (leave-site-out: one per site), as the run recorded them."""
+    folds: dict[str, set[str]] = {}
+    for key in manifest.get("tuning") or {}:  # "age/ridge/leave_site_out/fold3"
+        parts = str(key).split("/")
+        if len(parts) == 4 and parts[3].startswith("fold"):
+            folds.setdefault(_scheme(parts[2]), set()).add(parts[3])
+    if not folds and preds is not None and {"scheme", "fold"} <= set(preds.columns):
+        for scheme, group in preds.groupby("scheme", sort=False):
+            folds[_scheme(scheme)] = {str(f) for f in group["fold"].unique()}
+    return {scheme: len(names) for scheme, names in folds.items()}
+
+
 def _pretrain(
     run: Path, manifest: dict[str, Any], config: PretrainConfig, metrics: dict[str, Any]
 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
@@ -436,6 +482,7 @@ def _pretrain(
             "folds": config.validation.folds,
             "external_source": config.validation.external_source,
             "bootstrap": config.validation.bootstrap,
+            "folds_by_scheme": _folds_by_scheme(manifest, preds),
         },
         "tuning": _tuning(manifest, config),
         "performance": _performance(metrics),

@@ -32,7 +32,33 @@ from morphml.exceptions import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from distributed import Client
 
-__all__ = ["SlurmSettings", "dask_client", "load_slurm_settings", "slurm_cluster", "worker_count"]
+__all__ = [
+    "SlurmSettings",
+    "dask_client",
+    "load_slurm_settings",
+    "require_dask",
+    "slurm_cluster",
+    "worker_count",
+]
+
+#: how to install what this module needs (Dask is an extra since morphml 0.2)
+INSTALL_SCALE = "pip install 'morphml[scale]'"
+
+
+def require_dask(what: str = "this command") -> None:
+    """Refuse in one line, naming the extra, when Dask is not installed.
+
+    Raises
+    ------
+    ConfigError
+        When ``distributed`` cannot be imported.
+    """
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            f"{what} needs Dask, which is not installed; install it with {INSTALL_SCALE}"
+        ) from None
 
 
 class SlurmSettings(BaseModel):
@@ -117,7 +143,8 @@ def slurm_cluster(
         from dask_jobqueue import SLURMCluster
     except ImportError:  # pragma: no cover - the slurm extra is part of the test extras
         raise ConfigError(
-            "cluster 'slurm' needs dask-jobqueue: pip install 'morphml[slurm]'"
+            f"cluster 'slurm' needs dask-jobqueue, which is not installed; install it with "
+            f"{INSTALL_SCALE}"
         ) from None
     resources: dict[str, float] = {"CPU": float(settings.cpu_slots)}
     if settings.gpus_per_job:
@@ -182,6 +209,7 @@ def dask_client(
     ...     client.submit(sum, [1, 2]).result()
     3
     """
+    require_dask("--scheduler" if scheduler is not None else f"a {cluster} Dask cluster")
     from distributed import Client, LocalCluster
 
     if isinstance(scheduler, Client):
