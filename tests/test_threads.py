@@ -37,6 +37,7 @@ def test_budget_divides_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     assert available_cores() == 8
     assert [worker_threads(w) for w in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
     assert worker_threads(2, cores=2) == 1
+    assert worker_threads(-1) == 1 and worker_threads(-3) == 1 and worker_threads(-7) == 4
     monkeypatch.setenv("MORPHML_CORES", "not a number")
     assert available_cores() >= 1
 

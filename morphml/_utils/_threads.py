@@ -58,14 +58,17 @@ def available_cores() -> int:
 
 
 def worker_threads(workers: int, cores: int | None = None) -> int:
-    """Native threads each of ``workers`` concurrent tasks may use: ``cores // workers``, >= 1.
+    """Native threads each of ``workers`` concurrent tasks may use: ``cores // workers``, >= 1
+    (``workers`` below 0 counts as in joblib: -1 is one worker per core).
 
     Examples
     --------
-    >>> worker_threads(2, cores=2), worker_threads(3, cores=16), worker_threads(1, cores=8)
-    (1, 5, 8)
+    >>> worker_threads(2, cores=2), worker_threads(3, cores=16), worker_threads(-1, cores=8)
+    (1, 5, 1)
     """
     total = available_cores() if cores is None else cores
+    if workers < 0:  # joblib's convention: -1 is every core, -2 all but one...
+        workers = max(1, total + 1 + workers)
     return max(1, total // max(1, workers))
 
 
