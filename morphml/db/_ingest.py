@@ -846,7 +846,12 @@ def _parse_all(scans: list[_Scan], jobs: int, scheduler: Any = None) -> Iterator
             layouts, results = _parse_chunk(chunk)
             yield layouts, results, scans
         return
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    from morphml._utils._threads import worker_init, worker_threads
+
+    # thread policy: each parsing process gets cores // jobs BLAS/OpenMP threads
+    with ProcessPoolExecutor(
+        max_workers=jobs, initializer=worker_init, initargs=(worker_threads(jobs),)
+    ) as pool:
         for layouts, results in pool.map(_parse_chunk, chunks):
             yield layouts, results, scans
 

@@ -492,8 +492,11 @@ def _jobs(config: PretrainConfig, studies: _Studies | None, tasks: int) -> int:
 
 
 def _threads(config: PretrainConfig) -> int:
-    """XGBoost threads per model: two, or one when tunings run in parallel processes."""
-    return 2 if config.tuning.n_jobs == 1 else 1
+    """XGBoost threads per model under the thread policy: the cores divided among the
+    ``tuning.n_jobs`` processes (all cores when tunings run one at a time)."""
+    from morphml._utils._threads import worker_threads
+
+    return worker_threads(config.tuning.n_jobs)
 
 
 def _trial_callbacks(study_key: str) -> list[Any]:
@@ -512,7 +515,11 @@ def _run_tasks(jobs: int, function: Any, tasks: list[tuple[Any, ...]]) -> list[A
         return [function(*task) for task in tasks]
     from joblib import Parallel, delayed
 
-    return list(Parallel(n_jobs=jobs)(delayed(function)(*task) for task in tasks))
+    from morphml._utils._threads import in_worker, worker_threads
+
+    # thread policy: every process's BLAS/OpenMP pools limited to cores // jobs
+    run = in_worker(function, worker_threads(jobs), "processes")
+    return list(Parallel(n_jobs=jobs)(delayed(run)(*task) for task in tasks))
 
 
 def _outer_loop(

@@ -9,7 +9,7 @@ already there.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -327,6 +327,49 @@ def rule_thickness(con: duckdb.DuckDBPyConnection, th: QCThresholds) -> RuleResu
     return RuleResult(out)
 
 
+#: rows of ``measures`` per streamed batch in :func:`rule_missing` (bounds its memory)
+_STREAM_ROWS = 1_000_000
+
+
+def _peer_groups(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Scans of the (source, software, version) groups that hold a target scan: ``scan_key``,
+    ``grp`` (group number) and ``target`` (whether the scan is checked), in scan-key order."""
+    return con.execute(
+        """
+        WITH sc AS (
+            SELECT scan_key, source, coalesce(software, '') AS sw, coalesce(version, '') AS ver
+            FROM scans
+        ),
+        g AS (
+            SELECT DISTINCT source, sw, ver FROM sc JOIN morphml_qc_targets USING (scan_key)
+        ),
+        numbered AS (SELECT *, row_number() OVER (ORDER BY source, sw, ver) - 1 AS grp FROM g)
+        SELECT sc.scan_key, numbered.grp,
+               sc.scan_key IN (SELECT scan_key FROM morphml_qc_targets) AS target
+        FROM sc JOIN numbered USING (source, sw, ver) ORDER BY sc.scan_key
+        """
+    ).df()
+
+
+def _stream_present(
+    con: duckdb.DuckDBPyConnection, table: str
+) -> Iterator[tuple[np.ndarray, ...]]:
+    """``(row, feature_idx)`` arrays of every valid value of the scans in registered ``table``
+    (``scan_key``, ``row``), in batches of at most :data:`_STREAM_ROWS` rows."""
+    result = con.execute(
+        f"SELECT k.row, m.feature_idx FROM measures m JOIN {table} k USING (scan_key) "
+        f"WHERE {_VALID}"
+    )
+    # to_arrow_reader replaces fetch_record_batch (deprecated) in newer DuckDB releases
+    stream = getattr(result, "to_arrow_reader", None) or result.fetch_record_batch
+    reader = stream(_STREAM_ROWS)
+    for batch in reader:
+        yield (
+            batch.column(0).to_numpy(zero_copy_only=False).astype(np.int64),
+            batch.column(1).to_numpy(zero_copy_only=False).astype(np.int64),
+        )
+
+
 def rule_missing(con: duckdb.DuckDBPyConnection, th: QCThresholds) -> RuleResult:
     """``missing_structure``: a feature the scan's peers have, for an atlas and measure the
     scan has, but that the scan lacks (or holds as NaN).
@@ -335,47 +378,82 @@ def rule_missing(con: duckdb.DuckDBPyConnection, th: QCThresholds) -> RuleResult
     measure; a feature is expected when at least ``missing_min_share`` of them have it. So a
     table export that never held a region does not flag every scan, and a FreeSurfer version
     that lacks a region does not flag the scans of another.
+
+    Linear time and memory bounded by a batch: only the groups of the checked scans are read,
+    in two streamed passes over their values (counts per group and feature, then the expected
+    features each checked scan has), and the missing features are listed for the flagged
+    scans alone.
     """
-    rows = con.execute(
-        f"""
-        WITH sc AS (
-            SELECT scan_key, source, coalesce(software, '') AS sw, coalesce(version, '') AS ver
-            FROM scans
-        ),
-        v AS (
-            SELECT m.scan_key, m.feature_idx, f.atlas, f.measure
-            FROM measures m JOIN features f USING (feature_idx) WHERE {_VALID}
-        ),
-        have AS (
-            SELECT DISTINCT v.scan_key, sc.source, sc.sw, sc.ver, v.atlas, v.measure
-            FROM v JOIN sc USING (scan_key)
-        ),
-        n_group AS (SELECT source, sw, ver, atlas, measure, count(*) AS n FROM have GROUP BY ALL),
-        n_feature AS (
-            SELECT sc.source, sc.sw, sc.ver, v.atlas, v.measure, v.feature_idx, count(*) AS n
-            FROM v JOIN sc USING (scan_key) GROUP BY ALL
-        ),
-        expected AS (
-            SELECT nf.source, nf.sw, nf.ver, nf.atlas, nf.measure, nf.feature_idx
-            FROM n_feature nf JOIN n_group ng USING (source, sw, ver, atlas, measure)
-            WHERE nf.n >= ? * ng.n
+    peers = _peer_groups(con)
+    if peers.empty:
+        return RuleResult()
+    feats = con.execute("SELECT feature_idx, feature_id, atlas, measure FROM features").df()
+    n_feat = int(feats["feature_idx"].max()) + 1 if len(feats) else 0
+    pair = feats["atlas"].astype(str) + "\x00" + feats["measure"].astype(str)
+    pair_codes, pair_names = pd.factorize(pair, sort=True)
+    am_of = np.zeros(n_feat, dtype=np.int64)
+    am_of[feats["feature_idx"].to_numpy(dtype=np.int64)] = pair_codes
+    n_am = max(len(pair_names), 1)
+    group = peers["grp"].to_numpy(dtype=np.int64)
+    n_groups = int(group.max()) + 1
+    n_rows = len(peers)
+    con.register(
+        "morphml_qc_peers",
+        pd.DataFrame({"scan_key": peers["scan_key"], "row": np.arange(n_rows, dtype=np.int64)}),
+    )
+    try:
+        # pass 1: which (atlas, measure) each scan has, and per group how many scans have
+        # each feature
+        has_am = np.zeros((n_rows, n_am), dtype=bool)
+        counts = np.zeros(n_groups * n_feat, dtype=np.int64)
+        for row, fidx in _stream_present(con, "morphml_qc_peers"):
+            has_am[row, am_of[fidx]] = True
+            counts += np.bincount(group[row] * n_feat + fidx, minlength=n_groups * n_feat)
+        n_feature = counts.reshape(n_groups, n_feat)
+        n_group = np.zeros((n_groups, n_am), dtype=np.int64)
+        np.add.at(n_group, group, has_am.astype(np.int64))
+        expected = (n_feature > 0) & (
+            n_feature >= th.missing_min_share * n_group[:, am_of].astype(np.float64)
         )
-        SELECT h.scan_key, f.feature_id
-        FROM have h
-        JOIN morphml_qc_targets t USING (scan_key)
-        JOIN expected e USING (source, sw, ver, atlas, measure)
-        JOIN features f ON f.feature_idx = e.feature_idx
-        ANTI JOIN v ON v.scan_key = h.scan_key AND v.feature_idx = e.feature_idx
-        ORDER BY h.scan_key, f.feature_id
-        """,
-        [th.missing_min_share],
-    ).df()
+        n_expected = np.zeros((n_groups, n_am), dtype=np.int64)
+        for g in range(n_groups):
+            n_expected[g] = np.bincount(am_of[expected[g]], minlength=n_am)
+        # pass 2: the expected features each checked scan has, per (atlas, measure)
+        is_target = peers["target"].to_numpy(dtype=bool)
+        present = np.zeros(n_rows * n_am, dtype=np.int64)
+        for row, fidx in _stream_present(con, "morphml_qc_peers"):
+            keep = is_target[row] & expected[group[row], fidx]
+            present += np.bincount(row[keep] * n_am + am_of[fidx[keep]], minlength=n_rows * n_am)
+        lacking = np.where(
+            has_am & is_target[:, None], n_expected[group] - present.reshape(n_rows, n_am), 0
+        )
+        flagged = np.flatnonzero(lacking.sum(axis=1) > 0)
+        if not len(flagged):
+            return RuleResult()
+        # the missing features of the flagged scans only
+        con.register(
+            "morphml_qc_flagged",
+            pd.DataFrame({"scan_key": peers["scan_key"].to_numpy()[flagged], "row": flagged}),
+        )
+        try:
+            have = np.zeros((len(flagged), n_feat), dtype=bool)
+            slot = np.full(n_rows, -1, dtype=np.int64)
+            slot[flagged] = np.arange(len(flagged))
+            for row, fidx in _stream_present(con, "morphml_qc_flagged"):
+                have[slot[row], fidx] = True
+        finally:
+            con.unregister("morphml_qc_flagged")
+    finally:
+        con.unregister("morphml_qc_peers")
+    feature_id = np.empty(n_feat, dtype=object)
+    feature_id[feats["feature_idx"].to_numpy(dtype=np.int64)] = feats["feature_id"].astype(str)
     out = []
-    for key, frame in rows.groupby("scan_key", sort=True):
-        ids = list(frame["feature_id"])
+    for i, r in enumerate(flagged):
+        missing = expected[group[r]] & has_am[r, am_of] & ~have[i]
+        ids = sorted(str(f) for f in feature_id[np.flatnonzero(missing)])
         out.append(
             QCFlag(
-                str(key),
+                str(peers["scan_key"].iloc[r]),
                 "missing_structure",
                 f"{len(ids)} values its peers have are missing: {_listing(ids)}",
                 float(len(ids)),

@@ -20,6 +20,7 @@ from joblib import Parallel, delayed
 from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
+from morphml._utils._threads import in_worker, threads_section
 from morphml.evaluation._compare import corrected_resampled_ttest, permutation_p_value
 from morphml.evaluation._tuning import stable_seed
 from morphml.exceptions import TransferError
@@ -189,14 +190,21 @@ def compare_representations(
             progress(done, len(tasks))
         return result
 
-    runner = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
-    results = runner(
-        delayed(_run_one)(name, build, X, y, split, kind, seed) for name, build, split in tasks
-    )
+    # thread policy: workers x BLAS/OpenMP threads <= cores (morphml._utils._threads)
+    with threads_section(n_jobs) as threads:
+        run_one = in_worker(_run_one, threads, "threads")
+        runner = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
+        results = [
+            tick(r)
+            for r in runner(
+                delayed(run_one)(name, build, X, y, split, kind, seed)
+                for name, build, split in tasks
+            )
+        ]
     rows, preds = [], []
     seconds: dict[str, float] = dict.fromkeys(builders, 0.0)
     keys = np.asarray(X.index)
-    for name, split, score, took in map(tick, results):
+    for name, split, score, took in results:
         seconds[name] += took
         scores = _split_scores(kind, y[split.test], score)
         rows.append({
@@ -303,7 +311,10 @@ def _permutation(
             vals.append(_split_scores(kind, yp[split.test], score)[metric])
         return float(np.mean(vals))
 
-    null = Parallel(n_jobs=n_jobs, prefer="threads")(delayed(one)(p) for p in range(permutations))
+    with threads_section(n_jobs) as threads:
+        null = Parallel(n_jobs=n_jobs, prefer="threads")(
+            delayed(in_worker(one, threads, "threads"))(p) for p in range(permutations)
+        )
     return {
         "representation": name,
         "n_train": size,
