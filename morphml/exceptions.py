@@ -23,6 +23,7 @@ __all__ = [
     "ModelFileError",
     "ModelInputError",
     "MorphmlError",
+    "StaleRunError",
     "StatsFileError",
     "SubjectDirError",
     "TableImportError",
@@ -151,6 +152,10 @@ class ReportError(MorphmlError, ValueError):
 
 class AuditError(MorphmlError, ValueError):
     """An audit cannot run (no manifest, unreadable run directory)."""
+
+
+class StaleRunError(MorphmlError, ValueError):
+    """A run is stale (a person it used withdrew) and ``--allow-stale`` was not given."""
 
 
 class ProcessingError(MorphmlError, RuntimeError):

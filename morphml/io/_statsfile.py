@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import re
 import stat
@@ -628,6 +629,14 @@ def _raise_value_error(p: _Pending) -> None:
 
 
 def _finish(p: _Pending, values: np.ndarray) -> StatsFile:
+    # Non-finite numbers (nan, inf, 1e400) would become features that break every fit later:
+    # one vectorised test per file; the slow search for the line runs only on a failure.
+    # Kinds that give no feature keep theirs (real w-g.pct files have '-nan' SNRs).
+    if p.atlas not in SKIPPED_KINDS:
+        if not np.isfinite(values).all():
+            _raise_not_finite(p, values)
+        if p.measures and not all(math.isfinite(m.value) for m in p.measures):
+            _raise_measure_not_finite(p)
     return StatsFile(
         name=p.base,
         atlas=p.atlas,
@@ -643,6 +652,43 @@ def _finish(p: _Pending, values: np.ndarray) -> StatsFile:
         measures=p.measures,
         content_hash=p.content_hash,
     )
+
+
+def _raise_not_finite(p: _Pending, values: np.ndarray) -> None:
+    """Name the line, structure and column of the first nan/inf value (e.g. ``1e400``)."""
+    row, col = (int(i) for i in np.argwhere(~np.isfinite(values))[0])
+    lines = p.text.split("\n")
+    name_idx = p.columns.index("StructName")
+    lineno, seen = p.first_row_line, -1
+    for lineno in range(p.first_row_line, len(lines) + 1):
+        if lines[lineno - 1].split():
+            seen += 1
+            if seen == row:
+                break
+    token = lines[lineno - 1].split()
+    raw = [t for j, t in enumerate(token) if j != name_idx][col] if token else "?"
+    raise StatsFileError(
+        p.label,
+        lineno,
+        f"column {p.numeric_columns[col]!r} value {raw!r} of structure {p.structures[row]!r} "
+        "is not a finite number; expected a finite number (nan, inf and values beyond "
+        "1.8e308 are refused)",
+    )
+
+
+def _raise_measure_not_finite(p: _Pending) -> None:
+    for m in p.measures:
+        if not math.isfinite(m.value):
+            pos = p.text.find(f"# Measure {m.key}, {m.name},")
+            if pos < 0:
+                pos = p.text.find(f"# Measure {m.key}, {m.name} ")
+            line = _line_of(p.text, pos) if pos >= 0 else None
+            raise StatsFileError(
+                p.label,
+                line,
+                f"'# Measure {m.key}, {m.name}' value {m.value!r} is not a finite number; "
+                "expected a finite number (nan, inf and values beyond 1.8e308 are refused)",
+            )
 
 
 def _convert_batch(pending: Sequence[_Pending]) -> list[np.ndarray]:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from morphml.config import CohortSpec, PretrainConfig, parse_config
 from morphml.exceptions import ConfigError
@@ -23,21 +22,38 @@ def predict_run(
     db: str | os.PathLike[str] | None = None,
     source: str | None = None,
     out: str | os.PathLike[str],
+    allow_stale: bool = False,
 ) -> pd.DataFrame:
     """Predict age and sex for scans with every final model of a run.
 
     The scans' features must be exactly the ones the models were trained on (a missing or
     extra feature is refused with the lists); a site the models never saw is refused unless
-    the run's config says ``new_sites: ignore_site``.
+    the run's config says ``new_sites: ignore_site``. A stale run (a person it was trained
+    on withdrew) is refused unless ``allow_stale``.
     """
+    from morphml._utils import read_yaml
+    from morphml.db import check_stale_run, db_path
     from morphml.models import AgeBiasCorrector, load_model
 
     run = Path(run_dir)
     manifest_path = run / "manifest.json"
     if not manifest_path.exists():
         raise ConfigError(f"{run}: not a morphml run directory (no manifest.json)")
-    manifest = json.loads(manifest_path.read_text())
-    config = parse_config(yaml.safe_load((run / "config.yaml").read_text()), source=str(run))
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(
+            f"{manifest_path}: not valid JSON ({err}); expected the manifest 'morphml fit' "
+            "wrote (restore the run folder from a backup, or fit again)"
+        ) from None
+    if not isinstance(manifest, dict) or not {"feature_ids", "final_models"} <= set(manifest):
+        raise ConfigError(
+            f"{manifest_path}: expected a JSON object with 'feature_ids' and 'final_models' "
+            "(the manifest 'morphml fit' wrote)"
+        )
+    check_stale_run(run, db_path(db), allow_stale=allow_stale, command="predict")
+    raw = read_yaml(run / "config.yaml", ConfigError, f"{run}: no config.yaml in the run folder")
+    config = parse_config(raw, source=str(run))
     if not isinstance(config, PretrainConfig):
         raise ConfigError(
             f"{run}: a {config.kind} run; morphml predict takes a pretrain run's models"
