@@ -29,10 +29,11 @@ def one_line(err: BaseException) -> str | None:
     if isinstance(err, MorphmlError):
         return str(err)
     if isinstance(err, OSError):
-        what = err.strerror or type(err).__name__
         name = err.filename
         if name is None:
-            return f"{what}"
+            text = str(err) or type(err).__name__
+            return f"{text}; check the path (expected an existing, readable file)"
+        what = err.strerror or type(err).__name__
         other = f" -> {err.filename2}" if err.filename2 is not None else ""
         return f"{name}{other}: {what}; check that the file exists and can be read (or written)"
     from morphml.db._errors import database_error, is_duckdb_error

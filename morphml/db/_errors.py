@@ -74,10 +74,21 @@ def database_error(path: Path, err: BaseException, *, doing: str = "open") -> Da
         )
     if any(word in low for word in _DAMAGED):
         return DatabaseError(
-            f"{path} is damaged ({_without_paths(first)}); restore it from a backup "
+            f"{path} is damaged ({_damage(first)}); restore it from a backup "
             "(morphml has not changed it)"
         )
     return DatabaseError(f"{path}: cannot {doing} the database ({_without_paths(first)})")
+
+
+def _damage(text: str) -> str:
+    low = text.lower()
+    where = re.search(r"location (\d+)", text)
+    at = f" at byte {where.group(1)}" if where else ""
+    if "could not read enough bytes" in low:
+        return f"it ends before the data it describes{at}: truncated"
+    if "checksum" in low:
+        return f"a block's checksum does not match{at}: its content changed on disk"
+    return _without_paths(text)
 
 
 def _without_paths(text: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -31,26 +30,12 @@ def predict_run(
     the run's config says ``new_sites: ignore_site``. A stale run (a person it was trained
     on withdrew) is refused unless ``allow_stale``.
     """
-    from morphml._utils import read_yaml
+    from morphml._utils import read_manifest, read_yaml
     from morphml.db import check_stale_run, db_path
     from morphml.models import AgeBiasCorrector, load_model
 
     run = Path(run_dir)
-    manifest_path = run / "manifest.json"
-    if not manifest_path.exists():
-        raise ConfigError(f"{run}: not a morphml run directory (no manifest.json)")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise ConfigError(
-            f"{manifest_path}: not valid JSON ({err}); expected the manifest 'morphml fit' "
-            "wrote (restore the run folder from a backup, or fit again)"
-        ) from None
-    if not isinstance(manifest, dict) or not {"feature_ids", "final_models"} <= set(manifest):
-        raise ConfigError(
-            f"{manifest_path}: expected a JSON object with 'feature_ids' and 'final_models' "
-            "(the manifest 'morphml fit' wrote)"
-        )
+    manifest = read_manifest(run, ConfigError, ("feature_ids", "final_models"))
     check_stale_run(run, db_path(db), allow_stale=allow_stale, command="predict")
     raw = read_yaml(run / "config.yaml", ConfigError, f"{run}: no config.yaml in the run folder")
     config = parse_config(raw, source=str(run))
