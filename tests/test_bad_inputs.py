@@ -217,8 +217,7 @@ def _write(name: str, text: str | bytes) -> Callable[..., Path]:
 
 
 MAP = (
-    "id: participant_id\nage: age\nsex: {column: sex, coding: {1: male, 2: female}}\n"
-    "site: site\n"
+    "id: participant_id\nage: age\nsex: {column: sex, coding: {1: male, 2: female}}\nsite: site\n"
 )
 PRETRAIN = (
     "kind: pretrain\nfeatures: {atlases: [aseg], measures: [volume]}\n"
@@ -341,216 +340,219 @@ def _cmd(*parts: str) -> Callable[[World, Path, dict[str, Path]], list[str]]:
 FINITE = "expected a finite number"
 DAMAGED = ("is damaged", "restore it from a backup")
 
+# fmt: off
 CASES: list[Case] = [
     # ---------------------------------------------------------------- ingest: stats files
     Case("stats-row-nan", _ingest(), ("lh.aparc.stats line", "'bankssts'", FINITE),
-         {"input": _row_value("nan")}),  # fmt: skip
+         {"input": _row_value("nan")}),
     Case("stats-row-inf", _ingest(), ("lh.aparc.stats line", FINITE),
-         {"input": _row_value("inf")}),  # fmt: skip
+         {"input": _row_value("inf")}),
     Case("stats-row-minus-inf", _ingest(), ("rh.aparc.stats line", FINITE),
-         {"input": _row_value("-inf", "rh.aparc.stats", 2)}),  # fmt: skip
+         {"input": _row_value("-inf", "rh.aparc.stats", 2)}),
     Case("stats-row-1e400", _ingest(), ("lh.aparc.stats line", "'1e400'", FINITE),
-         {"input": _row_value("1e400")}),  # fmt: skip
+         {"input": _row_value("1e400")}),
     Case("stats-aseg-row-nan", _ingest(), ("aseg.stats line", FINITE),
-         {"input": _row_value("NaN", "aseg.stats", 3)}),  # fmt: skip
+         {"input": _row_value("NaN", "aseg.stats", 3)}),
     Case("stats-etiv-nan", _ingest(), ("aseg.stats line", "eTIV", FINITE),
-         {"input": _measure_value("nan", "aseg.stats", "eTIV")}),  # fmt: skip
+         {"input": _measure_value("nan", "aseg.stats", "eTIV")}),
     Case("stats-etiv-1e400", _ingest(), ("aseg.stats line", "eTIV", FINITE),
-         {"input": _measure_value("1e400", "aseg.stats", "eTIV")}),  # fmt: skip
+         {"input": _measure_value("1e400", "aseg.stats", "eTIV")}),
     Case("stats-brainvol-inf", _ingest(), ("brainvol.stats line", FINITE),
-         {"input": _measure_value("inf", "brainvol.stats", "BrainSegVol")}),  # fmt: skip
+         {"input": _measure_value("inf", "brainvol.stats", "BrainSegVol")}),
     Case("stats-empty", _ingest(), ("lh.aparc.stats", "empty file", "expected"),
-         {"input": _raw_file("lh.aparc.stats", b"")}),  # fmt: skip
+         {"input": _raw_file("lh.aparc.stats", b"")}),
     Case("stats-binary", _ingest(), ("aseg.stats line 1", "binary data", "expected a text"),
-         {"input": _raw_file("aseg.stats", b"\x00\x01\x02 binary\n")}),  # fmt: skip
+         {"input": _raw_file("aseg.stats", b"\x00\x01\x02 binary\n")}),
     Case("stats-not-utf8", _ingest(), ("aseg.stats line 1", "not UTF-8", "expected text"),
-         {"input": _raw_file("aseg.stats", b"# Title Segmentation Statistics\xff\xfe\n")}),  # fmt: skip
+         {"input": _raw_file("aseg.stats", b"# Title Segmentation\xff\xfe\n")}),
     Case("stats-no-newline", _ingest(), ("lh.aparc.stats line", "truncated"),
-         {"input": _no_newline_at_end}),  # fmt: skip
+         {"input": _no_newline_at_end}),
     Case("stats-short-row", _ingest(), ("lh.aparc.stats line", "expected 10 columns"),
-         {"input": _row_value("2.5 extra")}),  # fmt: skip
+         {"input": _row_value("2.5 extra")}),
     Case("stats-word-for-number", _ingest(), ("lh.aparc.stats line", "is not a number"),
-         {"input": _row_value("thick")}),  # fmt: skip
+         {"input": _row_value("thick")}),
     Case("stats-wrong-title", _ingest(), ("lh.aparc.stats line 1", "expected the title line"),
-         {"input": _raw_file("lh.aparc.stats", b"# something else\n# ColHeaders a\n")}),  # fmt: skip
+         {"input": _raw_file("lh.aparc.stats", b"# something else\n# ColHeaders a\n")}),
     Case("stats-no-colheaders", _ingest(), ("aseg.stats", "no '# ColHeaders' line"),
-         {"input": _raw_file("aseg.stats", b"# Title Segmentation Statistics\n#\n")}),  # fmt: skip
+         {"input": _raw_file("aseg.stats", b"# Title Segmentation Statistics\n#\n")}),
     Case("input-folder-missing", _ingest(), ("nowhere", "expected"),
-         {"input": lambda case, w: case / "nowhere"}),  # fmt: skip
+         {"input": lambda case, w: case / "nowhere"}),
     # ------------------------------------------------------------- ingest: arguments, keys
     Case("ingest-bad-source-name", _cmd("ingest", "{case}", "--db", "{db}", "--source", "a b"),
-         ("source name 'a b'", "letters, digits")),  # fmt: skip
+         ("source name 'a b'", "letters, digits")),
     Case("ingest-jobs-zero", _ingest("--jobs", "0"), ("--jobs must be an integer >= 1",)),
     Case("key-not-text", _ingest("--key-file", "{key}"), ("key", "expected 64 hex characters"),
-         {"key": _bad_key(bytes(range(256)))}),  # fmt: skip
+         {"key": _bad_key(bytes(range(256)))}),
     Case("key-not-hex", _ingest("--key-file", "{key}"), ("key", "expected 64 hex characters"),
-         {"key": _bad_key(b"not a key at all\n")}),  # fmt: skip
+         {"key": _bad_key(b"not a key at all\n")}),
     Case("key-too-short", _ingest("--key-file", "{key}"), ("key", "key too short"),
-         {"key": _bad_key(b"abcd\n")}),  # fmt: skip
+         {"key": _bad_key(b"abcd\n")}),
     Case("key-readable-by-others", _ingest("--key-file", "{key}"),
          ("key", "readable by other users", "chmod 600"),
-         {"key": _bad_key(b"ab" * 32 + b"\n", 0o644)}),  # fmt: skip
-    Case("key-is-a-folder", _ingest("--key-file", "{case}"), ("is a directory", "expected the key")),
+         {"key": _bad_key(b"ab" * 32 + b"\n", 0o644)}),
+    Case("key-is-a-folder", _ingest("--key-file", "{case}"),
+         ("is a directory", "expected the key")),
     Case("key-missing-for-existing-db", _ingest("--key-file", "{case}/absent-key"),
-         ("absent-key does not exist", "nothing was created")),  # fmt: skip
+         ("absent-key does not exist", "nothing was created")),
     Case("key-of-another-database", _ingest("--key-file", "{key}"),
-         ("not the one the database was ingested with",), {"key": _other_key}),  # fmt: skip
+         ("not the one the database was ingested with",), {"key": _other_key}),
     Case("participants-missing", _ingest("--participants", "{case}/gone.tsv", "--map", "{map}"),
-         ("gone.tsv",), {"map": _write("map.yaml", MAP)}),  # fmt: skip
+         ("gone.tsv",), {"map": _write("map.yaml", MAP)}),
     Case("participants-without-map", _ingest("--participants", "{p}"),
-         ("p.tsv", "needs a column map"), {"p": _write("p.tsv", "participant_id\nsub-00\n")}),  # fmt: skip
+         ("p.tsv", "needs a column map"), {"p": _write("p.tsv", "participant_id\nsub-00\n")}),
     Case("map-missing", _ingest("--participants", "{p}", "--map", "{case}/nomap.yaml"),
-         ("nomap.yaml",), {"p": _write("p.tsv", "participant_id\nsub-00\n")}),  # fmt: skip
+         ("nomap.yaml",), {"p": _write("p.tsv", "participant_id\nsub-00\n")}),
     Case("map-bad-yaml", _ingest("--participants", "{p}", "--map", "{map}"),
          ("map.yaml", "YAML"),
          {"p": _write("p.tsv", "participant_id\nsub-00\n"),
-          "map": _write("map.yaml", "id: [unclosed\n")}),  # fmt: skip
+          "map": _write("map.yaml", "id: [unclosed\n")}),
     Case("table-without-map", _cmd("ingest", "{t}", "--db", "{db}", "--source", "tab"),
-         ("t.csv", "needs a column map"), {"t": _write("t.csv", "id,age\n1,30\n")}),  # fmt: skip
+         ("t.csv", "needs a column map"), {"t": _write("t.csv", "id,age\n1,30\n")}),
     # ------------------------------------------------------------ ingest: the database file
     Case("db-truncated", _cmd("ingest", "{subjects}", "--db", "{db}", "--source", "s"),
-         DAMAGED, {"db": _truncated}),  # fmt: skip
+         DAMAGED, {"db": _truncated}),
     Case("db-corrupted-block", _cmd("ingest", "{subjects}", "--db", "{db}", "--source", "s"),
-         DAMAGED, {"db": _corrupted}),  # fmt: skip
+         DAMAGED, {"db": _corrupted}),
     Case("db-not-duckdb", _cmd("ingest", "{subjects}", "--db", "{db}", "--source", "s"),
-         ("junk.duckdb is not a DuckDB database file",), {"db": _junk_db}),  # fmt: skip
+         ("junk.duckdb is not a DuckDB database file",), {"db": _junk_db}),
     Case("db-not-morphml", _cmd("ingest", "{subjects}", "--db", "{db}", "--source", "s"),
-         ("other.duckdb is a DuckDB file but not a morphml database",), {"db": _foreign_db}),  # fmt: skip
+         ("other.duckdb is a DuckDB file but not a morphml database",), {"db": _foreign_db}),
     Case("db-newer-schema", _cmd("ingest", "{subjects}", "--db", "{db}", "--source", "s"),
-         ("schema version 99", "install a newer morphml"), {"db": _newer_db}),  # fmt: skip
+         ("schema version 99", "install a newer morphml"), {"db": _newer_db}),
     Case("db-older-schema", _cmd("ingest", "{subjects}", "--db", "{db}", "--source", "s"),
-         ("v1.duckdb has schema version 1", "morphml db upgrade"), {"db": _older_db}),  # fmt: skip
+         ("v1.duckdb has schema version 1", "morphml db upgrade"), {"db": _older_db}),
     Case("db-is-a-folder", _cmd("ingest", "{subjects}", "--db", "{case}", "--source", "s"),
-         ("is a directory", "expected a DuckDB database file")),  # fmt: skip
+         ("is a directory", "expected a DuckDB database file")),
     Case("db-locked", _ingest(), ("db.duckdb is in use by another process",), wrap="locked"),
     Case("db-immutable", _cmd("ingest", "{subjects}", "--db", "{db}", "--source", "s"),
-         ("copy.duckdb", "permission denied"), {"db": _copy_db}, wrap="immutable-db"),  # fmt: skip
+         ("copy.duckdb", "permission denied"), {"db": _copy_db}, wrap="immutable-db"),
     Case("db-folder-unwritable-wal", _cmd("ingest", "{subjects}", "--db", "{db}", "--source", "s"),
          ("cannot create the write-ahead log", "copy.duckdb.wal", "write access"),
-         {"db": _copy_db}, wrap="immutable-folder"),  # fmt: skip
+         {"db": _copy_db}, wrap="immutable-folder"),
     # ------------------------------------------------------------------------ withdraw
     Case("withdraw-unknown-person", _cmd("withdraw", "nobody", "--db", "{db}", "--source",
-         "hospital"), ("no person with the given original id", "Nothing was changed")),  # fmt: skip
+         "hospital"), ("no person with the given original id", "Nothing was changed")),
     Case("withdraw-unknown-source", _cmd("withdraw", "x", "--db", "{db}", "--source", "elsewhere"),
-         ("source 'elsewhere' is not in the database",)),  # fmt: skip
+         ("source 'elsewhere' is not in the database",)),
     Case("withdraw-both-ids", _cmd("withdraw", "x", "--pseudonym", "sub-1", "--db", "{db}",
-         "--source", "hospital"), ("give exactly one of ORIGINAL_ID or --pseudonym",)),  # fmt: skip
+         "--source", "hospital"), ("give exactly one of ORIGINAL_ID or --pseudonym",)),
     Case("withdraw-unknown-scan", _cmd("withdraw", "--pseudonym", "scan-0000", "--db", "{db}",
-         "--source", "hospital"), ("no scan with pseudonym scan-0000",)),  # fmt: skip
+         "--source", "hospital"), ("no scan with pseudonym scan-0000",)),
     Case("withdraw-key-missing", _cmd("withdraw", "x", "--db", "{db}", "--source", "hospital",
-         "--key-file", "{case}/nokey"), ("nokey does not exist",)),  # fmt: skip
+         "--key-file", "{case}/nokey"), ("nokey does not exist",)),
     Case("withdraw-key-not-text", _cmd("withdraw", "x", "--db", "{db}", "--source", "hospital",
-         "--key-file", "{key}"), ("key", "expected 64 hex"), {"key": _bad_key(b"\xff\xfe\x00")}),  # fmt: skip
+         "--key-file", "{key}"), ("key", "expected 64 hex"), {"key": _bad_key(b"\xff\xfe\x00")}),
     Case("withdraw-db-missing", _cmd("withdraw", "x", "--db", "{case}/none.duckdb", "--source",
-         "hospital"), ("none.duckdb does not exist",)),  # fmt: skip
+         "hospital"), ("none.duckdb does not exist",)),
     Case("withdraw-db-truncated", _cmd("withdraw", "x", "--db", "{db}", "--source", "hospital"),
-         DAMAGED, {"db": _truncated}),  # fmt: skip
+         DAMAGED, {"db": _truncated}),
     Case("withdraw-db-locked", _cmd("withdraw", "x", "--db", "{db}", "--source", "hospital"),
-         ("in use by another process",), wrap="locked"),  # fmt: skip
+         ("in use by another process",), wrap="locked"),
     Case("withdraw-run-folder-gone", _cmd("withdraw", "--pseudonym", "{person}", "--db", "{db}",
          "--source", "hospital"), ("moved-away-run", "cannot be scrubbed",
-         "Nothing was changed", "--allow-unreachable")),  # fmt: skip
+         "Nothing was changed", "--allow-unreachable")),
     # ------------------------------------------------------------------------------ db
     Case("db-info-missing", _cmd("db", "info", "--db", "{case}/none.duckdb"),
-         ("none.duckdb does not exist",)),  # fmt: skip
+         ("none.duckdb does not exist",)),
     Case("db-info-truncated", _cmd("db", "info", "--db", "{db}"), DAMAGED, {"db": _truncated}),
     Case("db-info-corrupted", _cmd("db", "info", "--db", "{db}"), DAMAGED, {"db": _corrupted}),
     Case("db-info-junk", _cmd("db", "info", "--db", "{db}"), ("not a DuckDB database file",),
-         {"db": _junk_db}),  # fmt: skip
+         {"db": _junk_db}),
     Case("db-info-locked", _cmd("db", "info", "--db", "{db}"), ("in use by another process",),
-         wrap="locked"),  # fmt: skip
+         wrap="locked"),
     Case("db-export-truncated", _cmd("db", "export", "--db", "{db}", "--out", "{case}/w.parquet"),
-         DAMAGED, {"db": _truncated}),  # fmt: skip
+         DAMAGED, {"db": _truncated}),
     Case("db-export-corrupted", _cmd("db", "export", "--db", "{db}", "--out",
-         "{case}/w.parquet"), DAMAGED, {"db": _corrupted}),  # fmt: skip
+         "{case}/w.parquet"), DAMAGED, {"db": _corrupted}),
     Case("db-export-bad-format", _cmd("db", "export", "--db", "{db}", "--out", "{case}/w.xlsx"),
-         ("w.xlsx",)),  # fmt: skip
+         ("w.xlsx",)),
     Case("db-export-unknown-atlas", _cmd("db", "export", "--db", "{db}", "--out",
-         "{case}/w.csv", "--atlas", "nope"), ("nope",)),  # fmt: skip
+         "{case}/w.csv", "--atlas", "nope"), ("nope",)),
     Case("db-upgrade-newer", _cmd("db", "upgrade", "--db", "{db}"),
-         ("schema version 99", "newer"), {"db": _newer_db}),  # fmt: skip
+         ("schema version 99", "newer"), {"db": _newer_db}),
     Case("db-upgrade-truncated", _cmd("db", "upgrade", "--db", "{db}"), DAMAGED,
-         {"db": _truncated}),  # fmt: skip
+         {"db": _truncated}),
     Case("db-rewrite-locked", _cmd("db", "rewrite", "--db", "{db}"),
-         ("in use by another process",), wrap="locked"),  # fmt: skip
+         ("in use by another process",), wrap="locked"),
     Case("db-rewrite-corrupted", _cmd("db", "rewrite", "--db", "{db}"), DAMAGED,
-         {"db": _corrupted}),  # fmt: skip
+         {"db": _corrupted}),
     # ------------------------------------------------------------------------------ qc
     Case("qc-set-not-name-value", _cmd("qc", "--db", "{db}", "--set", "euler"),
-         ("--set 'euler'", "expected NAME=VALUE")),  # fmt: skip
+         ("--set 'euler'", "expected NAME=VALUE")),
     Case("qc-set-not-a-number", _cmd("qc", "--db", "{db}", "--set", "euler_absolute=abc"),
-         ("'abc' is not a number",)),  # fmt: skip
+         ("'abc' is not a number",)),
     Case("qc-unknown-rule", _cmd("qc", "--db", "{db}", "--rule", "nonsense"), ("nonsense",)),
     Case("qc-thresholds-missing", _cmd("qc", "--db", "{db}", "--thresholds", "{case}/t.yaml"),
-         ("t.yaml",)),  # fmt: skip
+         ("t.yaml",)),
     Case("qc-thresholds-bad-yaml", _cmd("qc", "--db", "{db}", "--thresholds", "{t}"),
-         ("t.yaml", "YAML"), {"t": _write("t.yaml", "a: [b\n")}),  # fmt: skip
+         ("t.yaml", "YAML"), {"t": _write("t.yaml", "a: [b\n")}),
     Case("qc-truncated-db", _cmd("qc", "--db", "{db}"), DAMAGED, {"db": _truncated}),
     Case("qc-locked-db", _cmd("qc", "--db", "{db}"), ("in use by another process",),
-         wrap="locked"),  # fmt: skip
+         wrap="locked"),
     # ----------------------------------------------------------------------------- fit
     Case("fit-config-missing", _cmd("fit", "{case}/none.yaml", "--db", "{db}", "--out",
-         "{case}/run"), ("none.yaml",)),  # fmt: skip
+         "{case}/run"), ("none.yaml",)),
     Case("fit-config-bad-yaml", _cmd("fit", "{c}", "--db", "{db}", "--out", "{case}/run"),
-         ("c.yaml", "YAML"), {"c": _write("c.yaml", "kind: [pretrain\n")}),  # fmt: skip
+         ("c.yaml", "YAML"), {"c": _write("c.yaml", "kind: [pretrain\n")}),
     Case("fit-config-not-utf8", _cmd("fit", "{c}", "--db", "{db}", "--out", "{case}/run"),
-         ("c.yaml",), {"c": _write("c.yaml", b"kind: \xff\xfe\n")}),  # fmt: skip
+         ("c.yaml",), {"c": _write("c.yaml", b"kind: \xff\xfe\n")}),
     Case("fit-config-unknown-key", _cmd("fit", "{c}", "--db", "{db}", "--out", "{case}/run"),
-         ("c.yaml", "seeed"), {"c": _write("c.yaml", PRETRAIN + "seeed: 3\n")}),  # fmt: skip
+         ("c.yaml", "seeed"), {"c": _write("c.yaml", PRETRAIN + "seeed: 3\n")}),
     Case("fit-db-missing", _cmd("fit", "{c}", "--db", "{case}/none.duckdb", "--out",
-         "{case}/run"), ("none.duckdb does not exist",), {"c": _write("c.yaml", PRETRAIN)}),  # fmt: skip
+         "{case}/run"), ("none.duckdb does not exist",), {"c": _write("c.yaml", PRETRAIN)}),
     Case("fit-db-truncated", _cmd("fit", "{c}", "--db", "{db}", "--out", "{case}/run"),
-         DAMAGED, {"c": _write("c.yaml", PRETRAIN), "db": _truncated}),  # fmt: skip
+         DAMAGED, {"c": _write("c.yaml", PRETRAIN), "db": _truncated}),
     # ------------------------------------------------------------------------- predict
     Case("predict-no-manifest", _cmd("predict", "{run}", "--db", "{db}", "--out",
-         "{case}/p.parquet"), ("no manifest.json",), {"run": _run_dir(None)}),  # fmt: skip
+         "{case}/p.parquet"), ("no manifest.json",), {"run": _run_dir(None)}),
     Case("predict-manifest-corrupt", _cmd("predict", "{run}", "--db", "{db}", "--out",
          "{case}/p.parquet"), ("manifest.json", "not valid JSON", "expected the manifest"),
-         {"run": _run_dir('{"run_id": "r1", "kind": ')}),  # fmt: skip
+         {"run": _run_dir('{"run_id": "r1", "kind": ')}),
     Case("predict-manifest-binary", _cmd("predict", "{run}", "--db", "{db}", "--out",
          "{case}/p.parquet"), ("manifest.json", "not valid JSON"),
-         {"run": _run_dir(b"\x89PNG\x00\xff")}),  # fmt: skip
+         {"run": _run_dir(b"\x89PNG\x00\xff")}),
     Case("predict-manifest-not-object", _cmd("predict", "{run}", "--db", "{db}", "--out",
          "{case}/p.parquet"), ("manifest.json", "expected a JSON object"),
-         {"run": _run_dir("[1, 2]")}),  # fmt: skip
+         {"run": _run_dir("[1, 2]")}),
     Case("predict-stale-run", _cmd("predict", "{run}", "--db", "{db}", "--out",
          "{case}/p.parquet"), ("is a stale run", "withdrawal 1", "--allow-stale"),
-         {"run": _run_dir(STALE_MANIFEST)}),  # fmt: skip
+         {"run": _run_dir(STALE_MANIFEST)}),
     Case("predict-config-missing", _cmd("predict", "{run}", "--db", "{db}", "--out",
          "{case}/p.parquet"), ("no config.yaml",),
-         {"run": _run_dir(json.dumps({"feature_ids": [], "final_models": {}}), None)}),  # fmt: skip
+         {"run": _run_dir('{"feature_ids": [], "final_models": {}}', None)}),
     # ------------------------------------------------------------------------ transfer
     Case("transfer-pretrained-not-a-run", _cmd("fit", "{c}", "--db", "{db}", "--out",
          "{case}/t", "--pretrained", "{case}"), ("no manifest.json",),
          {"c": _write("c.yaml", "kind: transfer\ntarget: {name: dx, type: binary, "
-                      "positive: p}\nseed: 1\n")}),  # fmt: skip
+                      "positive: p}\nseed: 1\n")}),
     Case("transfer-pretrained-manifest-corrupt", _cmd("fit", "{c}", "--db", "{db}", "--out",
          "{case}/t", "--pretrained", "{run}"), ("manifest.json",),
          {"c": _write("c.yaml", "kind: transfer\ntarget: {name: dx, type: binary, "
-                      "positive: p}\nseed: 1\n"), "run": _run_dir("{not json")}),  # fmt: skip
+                      "positive: p}\nseed: 1\n"), "run": _run_dir("{not json")}),
     Case("transfer-options-for-pretrain", _cmd("fit", "{c}", "--db", "{db}", "--out",
          "{case}/t", "--allow-stale"), ("apply to kind: transfer",),
-         {"c": _write("c.yaml", PRETRAIN)}),  # fmt: skip
+         {"c": _write("c.yaml", PRETRAIN)}),
     # -------------------------------------------------------------------------- report
     Case("report-run-missing", _cmd("report", "{case}/none"), ("none does not exist",)),
     Case("report-manifest-corrupt", _cmd("report", "{run}"), ("manifest.json", "JSON"),
-         {"run": _run_dir("{")}),  # fmt: skip
+         {"run": _run_dir("{")}),
     Case("report-stale-run", _cmd("report", "{run}", "--db", "{db}"),
-         ("is a stale run", "--allow-stale"), {"run": _run_dir(STALE_MANIFEST)}),  # fmt: skip
+         ("is a stale run", "--allow-stale"), {"run": _run_dir(STALE_MANIFEST)}),
     # --------------------------------------------------------------------------- audit
     Case("audit-no-manifest", _cmd("audit", "{run}", "--db", "{db}"), ("no manifest.json",),
-         {"run": _run_dir(None)}),  # fmt: skip
+         {"run": _run_dir(None)}),
     Case("audit-manifest-corrupt", _cmd("audit", "{run}", "--db", "{db}"), ("manifest.json",),
-         {"run": _run_dir("{")}),  # fmt: skip
+         {"run": _run_dir("{")}),
     Case("audit-manifest-incomplete", _cmd("audit", "{run}", "--db", "{db}"),
-         ("manifest.json",), {"run": _run_dir('{"run_id": "r"}')}),  # fmt: skip
+         ("manifest.json",), {"run": _run_dir('{"run_id": "r"}')}),
     # ------------------------------------------------------------------------- process
     Case("process-bids-missing", _cmd("process", "{case}/nobids", "--out", "{case}/o",
-         "--plan-only"), ("nobids",)),  # fmt: skip
+         "--plan-only"), ("nobids",)),
     # ------------------------------------------------------------------------- inspect
     Case("inspect-nan", _cmd("inspect", "{input}/stats/lh.aparc.stats"),
-         ("lh.aparc.stats line", FINITE), {"input": _row_value("nan")}),  # fmt: skip
+         ("lh.aparc.stats line", FINITE), {"input": _row_value("nan")}),
 ]
+# fmt: on
 
 
 def test_the_table_is_large_and_its_ids_unique() -> None:
@@ -602,9 +604,19 @@ def test_stats_errors_are_recorded_with_on_error_skip(world: World, tmp_path: Pa
     bad = _row_value("1e400")(tmp_path, world)
     result = CliRunner().invoke(
         cli,
-        ["ingest", str(bad.parent), "--db", str(db), "--source", "other", "--key-file",
-         str(world.key), "--on-error", "skip"],
-    )  # fmt: skip
+        [
+            "ingest",
+            str(bad.parent),
+            "--db",
+            str(db),
+            "--source",
+            "other",
+            "--key-file",
+            str(world.key),
+            "--on-error",
+            "skip",
+        ],
+    )
     assert result.exit_code == 0, result.output
     with connect(db, read_only=True) as con:
         rows = con.execute("SELECT path, line, message FROM ingest_errors").fetchall()
