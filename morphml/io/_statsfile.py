@@ -629,14 +629,6 @@ def _raise_value_error(p: _Pending) -> None:
 
 
 def _finish(p: _Pending, values: np.ndarray) -> StatsFile:
-    # Non-finite numbers (nan, inf, 1e400) would become features that break every fit later:
-    # one vectorised test per file; the slow search for the line runs only on a failure.
-    # Kinds that give no feature keep theirs (real w-g.pct files have '-nan' SNRs).
-    if p.atlas not in SKIPPED_KINDS:
-        if not np.isfinite(values).all():
-            _raise_not_finite(p, values)
-        if p.measures and not all(math.isfinite(m.value) for m in p.measures):
-            _raise_measure_not_finite(p)
     return StatsFile(
         name=p.base,
         atlas=p.atlas,
@@ -677,6 +669,7 @@ def _raise_not_finite(p: _Pending, values: np.ndarray) -> None:
 
 
 def _raise_measure_not_finite(p: _Pending) -> None:
+    """Name the first '# Measure' line whose value is not finite (returns when none is)."""
     for m in p.measures:
         if not math.isfinite(m.value):
             pos = p.text.find(f"# Measure {m.key}, {m.name},")
@@ -695,9 +688,13 @@ def _convert_batch(pending: Sequence[_Pending]) -> list[np.ndarray]:
     tables = [p for p in pending if p.tokens]
     total = sum(len(p.tokens) for p in tables)
     out: dict[int, np.ndarray] = {}
+    batch_finite = False
     if total >= 2048:
         flat = _arrow_floats(tables)
         if flat is not None:
+            # one vectorised test for the whole batch; files are looked at one by one only
+            # when it finds a nan or inf (see _check_finite)
+            batch_finite = bool(np.isfinite(flat).all())
             start = 0
             for p in tables:
                 stop = start + len(p.tokens)
@@ -711,7 +708,24 @@ def _convert_batch(pending: Sequence[_Pending]) -> list[np.ndarray]:
             results.append(out[id(p)])
         else:
             results.append(_convert_one(p))
+    for p, values in zip(pending, results, strict=True):
+        _check_finite(p, values, batch_finite and id(p) in out)
     return results
+
+
+def _check_finite(p: _Pending, values: np.ndarray, known_finite: bool) -> None:
+    """Refuse nan, inf and overflowing numbers (``1e400``) in a file that gives features.
+
+    They would be stored as features and break every fit later. Kinds that give no feature
+    keep theirs (real ``?h.w-g.pct.stats`` files hold '-nan' SNRs).
+    """
+    if p.atlas in SKIPPED_KINDS:
+        return
+    if not known_finite and values.size and not np.isfinite(values).all():
+        _raise_not_finite(p, values)
+    # a sum is nan or inf when any term is (or, harmlessly, when huge terms overflow)
+    if p.measures and not math.isfinite(sum(m.value for m in p.measures)):
+        _raise_measure_not_finite(p)
 
 
 def _arrow_floats(tables: Sequence[_Pending]) -> np.ndarray | None:
