@@ -189,8 +189,11 @@ def ingest(
     scheduler: str | None,
 ) -> None:
     """Ingest FreeSurfer/FastSurfer folders or tables into the database (one transaction)."""
+    from morphml.db import db_path
     from morphml.db import ingest as run_ingest
 
+    target = db_path(db)
+    created = not target.exists()
     summary = run_ingest(
         list(paths),
         source=source,
@@ -207,6 +210,8 @@ def ingest(
     )
     for line in summary.lines():
         click.echo(line)
+    if created:  # say where: without --db and MORPHML_DB it is the current folder
+        click.echo(f"created a new database {target.resolve()}")
 
 
 @cli.command()
@@ -253,6 +258,11 @@ def simulate(out: Path, subjects: int, sites: int, seed: int, layout: str) -> No
 @click.option(
     "--key-file", type=click.Path(path_type=Path), help="Pseudonym key [MORPHML_KEY_FILE]."
 )
+@click.option(
+    "--allow-unreachable",
+    is_flag=True,
+    help="Withdraw even when some run folders cannot be scrubbed (listed; delete them).",
+)
 @_friendly
 def withdraw(
     original_id: str | None,
@@ -260,19 +270,26 @@ def withdraw(
     source: str,
     pseudonym: str | None,
     key_file: Path | None,
+    allow_unreachable: bool,
 ) -> None:
-    """Remove a person from every table, mark runs that used them stale, rewrite the file."""
+    """Remove a person from every table and every run folder that used them, mark those runs
+    stale, rewrite the file."""
     from morphml.db import withdraw as run_withdraw
 
     if (original_id is None) == (pseudonym is None):
         raise _UsageError("give exactly one of ORIGINAL_ID or --pseudonym")
     result = run_withdraw(
-        db, source=source, original_id=original_id, pseudonym=pseudonym, key_file=key_file
-    )
+        db, source=source, original_id=original_id, pseudonym=pseudonym, key_file=key_file,
+        allow_unreachable=allow_unreachable,
+    )  # fmt: skip
     click.echo(
         f"withdrawal {result.withdrawal_id}: removed {result.n_scans} scans; "
         f"{result.n_runs_marked} runs marked stale; database file rewritten"
     )
+    for line in result.scrubbed:
+        click.echo(f"  scrubbed {line}")
+    for line in result.not_scrubbed:
+        click.echo(f"  NOT scrubbed: {line}; delete or scrub that folder yourself")
 
 
 @cli.group("db")
@@ -420,13 +437,16 @@ def _echo_pretrain_metrics(metrics: dict[str, Any]) -> None:
 @click.option("--db", type=click.Path(path_type=Path), help="Database file [MORPHML_DB].")
 @click.option("--source", help="Only scans of this source.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="FILE.parquet")
+@click.option("--allow-stale", is_flag=True, help="Accept a run marked stale (a withdrawal).")
 @_friendly
-def predict(run_dir: Path, db: Path | None, source: str | None, out: Path) -> None:
+def predict(
+    run_dir: Path, db: Path | None, source: str | None, out: Path, allow_stale: bool
+) -> None:
     """Predict age and sex for scans in the database with a run's final models."""
     from morphml.pipelines import predict_run
     from morphml.pipelines._predict import in_sample_count
 
-    result = predict_run(run_dir, db=db, source=source, out=out)
+    result = predict_run(run_dir, db=db, source=source, out=out, allow_stale=allow_stale)
     click.echo(f"wrote {len(result)} predictions to {out}")
     seen, n_scans = in_sample_count(result)
     if seen:
@@ -443,12 +463,15 @@ def predict(run_dir: Path, db: Path | None, source: str | None, out: Path) -> No
 @click.option("--source", required=True, help="The source to validate on (never trained on).")
 @click.option("--db", type=click.Path(path_type=Path), help="Database file [MORPHML_DB].")
 @click.option("--out", type=click.Path(path_type=Path), help="Folder [RUN/external-SOURCE].")
+@click.option("--allow-stale", is_flag=True, help="Evaluate a run someone it used withdrew from.")
 @_friendly
-def evaluate(run_dir: Path, source: str, db: Path | None, out: Path | None) -> None:
+def evaluate(
+    run_dir: Path, source: str, db: Path | None, out: Path | None, allow_stale: bool
+) -> None:
     """External validation: score a pretrain run's final models on another source."""
     from morphml.pipelines import evaluate_run
 
-    result = evaluate_run(run_dir, source=source, db=db, out=out)
+    result = evaluate_run(run_dir, source=source, db=db, out=out, allow_stale=allow_stale)
     click.echo(f"external validation on {source}: written to {result.out_dir}")
     _echo_pretrain_metrics(result.metrics)
 

@@ -24,6 +24,7 @@ __all__ = [
     "ModelInputError",
     "MorphmlError",
     "ReferenceModelError",
+    "StaleRunError",
     "StatsFileError",
     "SubjectDirError",
     "TableImportError",
@@ -153,6 +154,10 @@ class ReportError(MorphmlError, ValueError):
 
 class AuditError(MorphmlError, ValueError):
     """An audit cannot run (no manifest, unreadable run directory)."""
+
+
+class StaleRunError(MorphmlError, ValueError):
+    """A run is stale (a person it used withdrew) and ``--allow-stale`` was not given."""
 
 
 class ProcessingError(MorphmlError, RuntimeError):

@@ -126,13 +126,20 @@ def test_changed_value_fails_naming_the_scan(copies: Fitted) -> None:
 def test_withdrawn_subject_fails_naming_the_withdrawal(copies: Fitted) -> None:
     manifest = _manifest(copies.run)
     scan = manifest["scan_keys"][3]  # type: ignore[index]
-    withdraw(copies.db, source="sim", pseudonym=scan, key_file=copies.key)
+    result = withdraw(copies.db, source="sim", pseudonym=scan, key_file=copies.key)
+    assert len(result.scrubbed) == 1 and not result.not_scrubbed
+    # the withdrawal reached the run folder: the person's pseudonym left every file in it
+    for path in copies.run.rglob("*"):
+        if path.is_file():
+            assert scan.encode() not in path.read_bytes(), path
     code, output, report = _audit_cli(copies.run, copies.db)
     assert code == 1, output
-    assert "withdrawn or removed" in output and scan in output
+    assert scan not in output
+    assert "withdrawal 1 removed 1 scan from this run's files" in output
     assert "the database marks this run stale: subject withdrawn (withdrawal 1)" in output
     checks = {c["name"]: c for c in report["checks"]}  # type: ignore[attr-defined]
-    assert checks["scans"]["details"]["withdrawn_or_removed"] == [scan]
+    assert checks["scans"]["status"] == "failed"
+    assert checks["scans"]["details"]["withdrawals"][0]["withdrawal_id"] == 1
     assert checks["database"]["status"] == "failed"
     assert checks["refit"]["status"] == "skipped"
 

@@ -25,7 +25,7 @@ from morphml.db import connect, load_key, upgrade
 from morphml.db._privacy import PseudonymKey
 from morphml.db._report import database_info, export_wide, format_info
 from morphml.db._runs import record_run, run_status, stale_runs
-from morphml.db._schema import create_schema_v1
+from morphml.db._schema import SCHEMA_VERSION, create_schema_v1
 from morphml.db._withdraw import (
     _delete_person,
     is_withdrawn,
@@ -243,9 +243,11 @@ def test_withdraw_removes_every_row_of_the_person_and_only_theirs(
     for table in before.keys() - {"runs", "withdrawals"}:
         assert after[table] == [r for r in before[table] if not mentions(r, keys)], table
     assert after["runs"] == [
-        ("run-with-victim", "pretrain", "cfg-a", True, "subject withdrawn (withdrawal 1)"),
-        ("run-without", "transfer", "cfg-b", False, None),
+        # no folder recorded for these runs (run_dir NULL): nothing to scrub, and they say so
+        ("run-with-victim", "pretrain", "cfg-a", True, "subject withdrawn (withdrawal 1)", None),
+        ("run-without", "transfer", "cfg-b", False, None, None),
     ]
+    assert result.not_scrubbed == ("run run-with-victim: the run did not record its folder",)
     (row,) = after["withdrawals"]
     assert row == (1, built.key.withdrawal_token(victim), "hospital", 2, 1)
     assert row[1] != victim and victim[4:] not in row[1]
@@ -307,7 +309,7 @@ def test_rewritten_file_keeps_schema_constraints_and_permissions(
     other_scan = built.scans_of[built.subject("hospital", "P0007")][0]
     with connect(built.path) as con:
         assert con.execute("SELECT value FROM morphml_meta WHERE key = 'schema_version'"
-                           ).fetchone() == ("2",)  # fmt: skip
+                           ).fetchone() == (str(SCHEMA_VERSION),)  # fmt: skip
         with pytest.raises(duckdb.ConstraintException):
             con.execute("INSERT INTO scans (scan_key, subject_key, source) VALUES (?, 'x', 'x')",
                         [other_scan])  # fmt: skip
@@ -412,7 +414,7 @@ def test_database_info_counts(tmp_path: Path, rng: np.random.Generator) -> None:
     built = build_db(tmp_path, rng)
     info = database_info(built.path)
     assert json.loads(json.dumps(info)) == info
-    assert info["schema_version"] == 2
+    assert info["schema_version"] == SCHEMA_VERSION
     assert info["counts"] == {"sources": 2, "subjects": 5, "scans": 6, "values": 28,
                               "features": 5, "ingests": 2}  # fmt: skip
     assert info["sources"] == [
@@ -640,14 +642,15 @@ def test_upgrade_from_version_1_keeps_data_and_adds_qc_flags(tmp_path: Path) -> 
         connect(path),
     ):
         pass
-    assert upgrade(path) == (1, 2)
+    assert upgrade(path) == (1, SCHEMA_VERSION)
     with connect(path) as con:
         assert con.execute("SELECT scan_key, age FROM scans").fetchall() == [("scan-a", 40.5)]
         assert con.execute("SELECT * FROM measures").fetchall() == [("scan-a", 0, 2.75)]
         assert con.execute("SELECT count(*) FROM qc_flags").fetchone() == (0,)
         assert con.execute("SELECT value FROM morphml_meta WHERE key = 'created_by'"
                            ).fetchone() == ("0.0.1",)  # fmt: skip
-    assert upgrade(path) == (2, 2)
+        assert con.execute("SELECT count(*) FROM runs WHERE run_dir IS NULL").fetchone() == (0,)
+    assert upgrade(path) == (SCHEMA_VERSION, SCHEMA_VERSION)
 
 
 def test_newer_schema_version_is_refused(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from morphml.cli import cli
-from morphml.db import connect, ingest
+from morphml.db import connect, ingest, load_key
 from morphml.exceptions import ColumnMapError, DatabaseError, IngestError, KeyFileError
 from morphml.io._writer import example_features, write_subject_stats
 from tests.conftest import SHARED_DATA
@@ -393,6 +393,7 @@ def test_a_different_key_is_refused(tmp_path: Path, key: Path) -> None:
     db = tmp_path / "db.duckdb"
     ingest([tmp_path / "in"], source="s", db=db, key_file=key)
     before = snapshot(db)
+    load_key(tmp_path / "other-key")  # a valid key, but not this database's
     with pytest.raises(KeyFileError, match="not the one the database was ingested with"):
         ingest([tmp_path / "in"], source="s", db=db, key_file=tmp_path / "other-key")
     assert snapshot(db) == before

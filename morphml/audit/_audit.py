@@ -555,6 +555,19 @@ def _check_scans(db: Path, run: Path, manifest: dict[str, Any], config: Any, how
     gone = [k for k in keys if k not in present]
     problems: list[str] = []
     details: dict[str, Any] = {"n_scans": len(keys)}
+    scrubbed = [w for w in manifest.get("withdrawals") or [] if isinstance(w, dict)]
+    if scrubbed:
+        # a withdrawal took the person out of the run's files too: the recorded hashes and
+        # results were computed with them, so nothing below can match
+        n_removed = sum(int(w.get("n_scans_removed") or 0) for w in scrubbed)
+        ids = ", ".join(str(w.get("withdrawal_id")) for w in scrubbed)
+        problems.append(
+            f"withdrawal {ids} removed {n_removed} scan{'' if n_removed == 1 else 's'} from this "
+            "run's files (manifest and predictions no longer name them); the run was fitted "
+            "with them, so its feature-matrix hash and results cannot be reproduced: fit it "
+            "again"
+        )
+        details["withdrawals"] = scrubbed
     if gone:
         problems.append(
             f"{_count(gone, 'scan')} the run used {_be(gone)} no longer in the database "
@@ -562,7 +575,7 @@ def _check_scans(db: Path, run: Path, manifest: dict[str, Any], config: Any, how
         )
         details["withdrawn_or_removed"] = gone
     if config is None:
-        if gone:
+        if gone or scrubbed:
             return Check("scans", "failed", "; ".join(problems), details)
         return Check(
             "scans",

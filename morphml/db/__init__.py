@@ -3,7 +3,7 @@
 from morphml.db._ingest import IngestSummary, ingest
 from morphml.db._privacy import PseudonymKey, check_key, default_key_path, load_key
 from morphml.db._report import ExportResult, database_info, export_wide, format_info
-from morphml.db._runs import record_run, run_status, stale_runs
+from morphml.db._runs import check_stale_run, record_run, run_status, stale_runs
 from morphml.db._schema import SCHEMA_VERSION
 from morphml.db._store import connect, db_path, upgrade
 from morphml.db._withdraw import WithdrawalResult, is_withdrawn, rewrite_database, withdraw
@@ -15,6 +15,7 @@ __all__ = [
     "PseudonymKey",
     "WithdrawalResult",
     "check_key",
+    "check_stale_run",
     "connect",
     "database_info",
     "db_path",

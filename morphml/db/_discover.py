@@ -86,7 +86,10 @@ def discover(paths: list[Path]) -> Discovery:
     candidates: list[tuple[Path, str | None]] = []
     for path in paths:
         if not path.exists():
-            raise IngestError(f"{path}: no such file or directory")
+            raise IngestError(
+                f"{path}: no such file or directory; expected a subject folder, a folder of "
+                "subjects or a .csv/.tsv table"
+            )
         if path.is_file():
             if path.suffix.lower() in _TABLE_SUFFIXES:
                 found.tables.append(path)

@@ -37,8 +37,8 @@ import pyarrow as pa
 
 from morphml._version import __version__
 from morphml.db._discover import Discovery, discover
-from morphml.db._privacy import PseudonymKey, check_key, load_key
-from morphml.db._store import connect
+from morphml.db._privacy import PseudonymKey, check_key, key_required, load_key
+from morphml.db._store import connect, rollback
 from morphml.exceptions import IngestError, MorphmlError, StatsFileError
 from morphml.io._columnmap import ColumnMap, load_column_map
 from morphml.io._dictionary import parse_feature_id
@@ -297,7 +297,8 @@ def ingest(
         raise IngestError(f"--on-error must be 'fail' or 'skip', got {on_error!r}")
     if not isinstance(jobs, int) or jobs < 1:
         raise IngestError(f"--jobs must be an integer >= 1, got {jobs!r}")
-    key = load_key(key_file)
+    # an existing database's key is never re-created: a new one would re-pseudonymise people
+    key = load_key(key_file, create=not key_required(db))
     found = discover([Path(p) for p in paths])
     cmap = _column_map(column_map, found)
     part_path = Path(participants) if participants is not None else found.participants
@@ -343,7 +344,7 @@ def ingest(
             _quality_control(con, source, summary)
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
     if linkage_out is not None:
         _write_linkage(Path(linkage_out), scans)

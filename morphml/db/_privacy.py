@@ -20,7 +20,7 @@ import duckdb
 
 from morphml.exceptions import KeyFileError
 
-__all__ = ["PseudonymKey", "check_key", "default_key_path", "load_key"]
+__all__ = ["PseudonymKey", "check_key", "default_key_path", "key_required", "load_key"]
 
 _KEY_BYTES = 32
 #: hex characters kept from the HMAC: 96 bits, far beyond any cohort's collision risk
@@ -81,7 +81,7 @@ def load_key(
         if not create:
             raise KeyFileError(
                 f"key file {path} does not exist; pass --key-file or set MORPHML_KEY_FILE "
-                "to the key used when the data were ingested"
+                "to the key used when the data were ingested (nothing was created)"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -93,14 +93,38 @@ def load_key(
             f"key file {path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
             f"run 'chmod 600 {path}'"
         )
-    text = path.read_text().strip()
+    if path.is_dir():
+        raise KeyFileError(f"key file {path} is a directory; expected the key file itself")
     try:
-        secret = bytes.fromhex(text)
-    except ValueError:
-        raise KeyFileError(f"key file {path}: expected {_KEY_BYTES * 2} hex characters") from None
+        raw = path.read_bytes()
+    except OSError as err:
+        raise KeyFileError(f"key file {path} cannot be read ({err.strerror})") from None
+    try:
+        secret = bytes.fromhex(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        raise KeyFileError(
+            f"key file {path}: expected {_KEY_BYTES * 2} hex characters on one line "
+            "(the file morphml wrote); this file holds something else"
+        ) from None
     if len(secret) < 16:
         raise KeyFileError(f"key file {path}: key too short ({len(secret)} bytes, need >= 16)")
     return PseudonymKey(secret)
+
+
+def key_required(db: str | os.PathLike[str] | None) -> bool:
+    """Whether the database already holds data pseudonymised with a key.
+
+    Then the key file must exist: a new key would give everyone new pseudonyms, so it is
+    never created for such a database.
+    """
+    from morphml.db._store import connect, db_path
+
+    path = db_path(db)
+    if not path.is_file():
+        return False
+    with connect(path, read_only=True) as con:
+        row = con.execute("SELECT 1 FROM morphml_meta WHERE key = 'key_fingerprint'").fetchone()
+    return row is not None
 
 
 def check_key(con: duckdb.DuckDBPyConnection, key: PseudonymKey, *, record: bool = False) -> None:

@@ -7,14 +7,17 @@ their results can no longer be reproduced from this database. The reason never n
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from morphml.exceptions import DatabaseError
+from morphml.db._store import rollback
+from morphml.exceptions import DatabaseError, StaleRunError
 
-__all__ = ["record_run", "run_status", "stale_runs"]
+__all__ = ["check_stale_run", "record_run", "run_folders", "run_status", "stale_runs"]
 
 
 def record_run(
@@ -23,8 +26,9 @@ def record_run(
     kind: str,
     config_hash: str,
     scan_keys: Iterable[str],
+    run_dir: str | os.PathLike[str] | None = None,
 ) -> bool:
-    """Record a run and the scans it used, in one transaction of its own.
+    """Record a run, its folder and the scans it used, in one transaction of its own.
 
     Scans that are no longer in the database (withdrawn, or replaced by a re-ingest since the
     data were read) are not linked; the run is recorded as stale instead, so that a withdrawal
@@ -44,6 +48,9 @@ def record_run(
         Hash of the resolved configuration.
     scan_keys : iterable of str
         Pseudonymous scan keys the run used.
+    run_dir : path-like, optional
+        The folder the run wrote. It is stored relative to the database's folder (so the two
+        can move together), and a withdrawal scrubs the person from the files in it.
 
     Returns
     -------
@@ -84,9 +91,9 @@ def record_run(
                 else None
             )
             con.execute(
-                "INSERT INTO runs (run_id, kind, config_hash, stale, stale_reason) "
-                "VALUES (?, ?, ?, ?, ?)",
-                [run_id, kind, config_hash, reason is not None, reason],
+                "INSERT INTO runs (run_id, kind, config_hash, stale, stale_reason, run_dir) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [run_id, kind, config_hash, reason is not None, reason, _stored_dir(con, run_dir)],
             )
             con.execute(
                 "INSERT INTO run_scans SELECT ?, scan_key FROM morphml_run_keys "
@@ -97,9 +104,115 @@ def record_run(
             con.unregister("morphml_run_keys")
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
     return reason is None
+
+
+def _database_folder(con: duckdb.DuckDBPyConnection) -> Path | None:
+    row = con.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
+    return Path(row[0]).resolve().parent if row and row[0] else None
+
+
+def _stored_dir(
+    con: duckdb.DuckDBPyConnection, run_dir: str | os.PathLike[str] | None
+) -> str | None:
+    if run_dir is None:
+        return None
+    folder = Path(run_dir).resolve()
+    base = _database_folder(con)
+    if base is None:
+        return str(folder)
+    return os.path.relpath(folder, base)
+
+
+def run_folders(con: duckdb.DuckDBPyConnection, run_ids: Iterable[str]) -> dict[str, Path | None]:
+    """Each run's folder as an absolute path (None where the run did not record one)."""
+    base = _database_folder(con)
+    out: dict[str, Path | None] = {}
+    for run_id in run_ids:
+        row = con.execute("SELECT run_dir FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        stored = row[0] if row else None
+        if stored is None:
+            out[run_id] = None
+        else:
+            path = Path(stored)
+            out[run_id] = path if path.is_absolute() or base is None else (base / path).resolve()
+    return out
+
+
+def check_stale_run(
+    run_dir: str | os.PathLike[str],
+    db: str | os.PathLike[str] | None = None,
+    *,
+    allow_stale: bool = False,
+    command: str = "this command",
+) -> str | None:
+    """Refuse a stale run unless ``allow_stale``; return why it is stale (None when fresh).
+
+    A run is stale when a withdrawal scrubbed people from its folder (``manifest.json`` says
+    so, with or without a database) or when the database marks it stale. A run the database
+    does not know (fitted on another database) is judged by its manifest alone.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        A run (or evaluation) folder with a ``manifest.json``.
+    db : path-like, optional
+        The database; skipped when None or when the file does not exist.
+    allow_stale : bool
+        Return the reason instead of raising.
+    command : str
+        The command that asks, for the message (``predict``, ``report``, ``evaluate``).
+
+    Raises
+    ------
+    StaleRunError
+        When the run is stale and ``allow_stale`` is false.
+
+    Examples
+    --------
+    >>> from morphml.db import check_stale_run  # doctest: +SKIP
+    >>> check_stale_run("runs/pretrain", "morphml.duckdb", command="predict")  # doctest: +SKIP
+    """
+    import json
+
+    from morphml.db._store import connect, db_path
+
+    run = Path(run_dir)
+    reasons: list[str] = []
+    run_id = None
+    try:
+        manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None
+    if isinstance(manifest, dict):
+        run_id = manifest.get("run_id")
+        for record in manifest.get("withdrawals") or []:
+            if isinstance(record, dict):
+                reasons.append(
+                    f"withdrawal {record.get('withdrawal_id')} removed "
+                    f"{record.get('n_scans_removed')} scans from its files"
+                )
+    path = db_path(db) if db is not None else None
+    if run_id is not None and path is not None and path.is_file():
+        with connect(path, read_only=True) as con:
+            row = con.execute(
+                "SELECT stale, stale_reason FROM runs WHERE run_id = ?", [str(run_id)]
+            ).fetchone()
+        if row is not None and row[0]:
+            reasons.insert(0, str(row[1] or "marked stale in the database"))
+    if not reasons:
+        return None
+    reason = "; ".join(dict.fromkeys(reasons))
+    if not allow_stale:
+        raise StaleRunError(
+            f"{run} is a stale run ({reason}); its results no longer match the data. Fit it "
+            f"again, or pass --allow-stale to {command} with it anyway"
+        )
+    return reason
 
 
 def stale_runs(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str | None]]:

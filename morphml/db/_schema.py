@@ -15,7 +15,7 @@ import duckdb
 __all__ = ["SCHEMA_VERSION", "create_schema", "create_schema_v1", "migrations"]
 
 #: the schema version this code writes; a file with a higher one is refused
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _TABLES_V1 = """
 CREATE TABLE morphml_meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
@@ -138,6 +138,12 @@ def _v2_qc_flags(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _v3_run_folders(con: duckdb.DuckDBPyConnection) -> None:
+    # version 3: each run's folder (relative to the database's folder when below it), so a
+    # withdrawal can scrub the person from the files the run wrote
+    con.execute("ALTER TABLE runs ADD COLUMN run_dir VARCHAR")
+
+
 def create_schema_v1(con: duckdb.DuckDBPyConnection, morphml_version: str) -> None:
     """The first released schema, kept so upgrades can be tested from a real version-1 file."""
     con.execute(_TABLES_V1)
@@ -149,4 +155,4 @@ def create_schema_v1(con: duckdb.DuckDBPyConnection, morphml_version: str) -> No
 
 def migrations() -> dict[int, Callable[[duckdb.DuckDBPyConnection], None]]:
     """Migration functions: ``migrations()[v]`` upgrades a version ``v - 1`` file to ``v``."""
-    return {2: _v2_qc_flags}
+    return {2: _v2_qc_flags, 3: _v3_run_folders}

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import duckdb
 
 from morphml._version import __version__
+from morphml.db._errors import database_error
 from morphml.db._schema import SCHEMA_VERSION, create_schema, migrations
 from morphml.exceptions import DatabaseError
 
-__all__ = ["connect", "db_path", "schema_version", "upgrade"]
+__all__ = ["connect", "db_path", "rollback", "schema_version", "upgrade", "verify"]
 
 DEFAULT_DB = "morphml.duckdb"
 
@@ -29,13 +30,43 @@ def _open(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
     try:
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.Error as err:
-        text = str(err)
-        if "not a valid DuckDB" in text or "Unable to open" in text or "file" in text.lower():
-            raise DatabaseError(
-                f"{path} is not a DuckDB database file morphml can open ({text.splitlines()[0]}); "
-                "expected a file written by 'morphml ingest'"
-            ) from None
-        raise DatabaseError(f"{path}: cannot open the database: {text}") from None
+        raise database_error(path, err) from None
+
+
+def verify(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Read every block of every table, so a damaged file is found before any work.
+
+    DuckDB checks each block's checksum when it reads the block; a query that reads every
+    column of every row reads them all (about 0.4 s for 10 million values). Raises
+    :class:`DatabaseError` ("damaged ... restore it from a backup") on a failed check.
+    """
+    try:
+        tables = con.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() "
+            "WHERE database_name = current_database() ORDER BY 1, 2"
+        ).fetchall()
+        for schema, table in tables:
+            con.execute(f'SELECT bit_xor(hash(COLUMNS(*))) FROM "{schema}"."{table}"').fetchall()
+    except duckdb.Error as err:
+        raise database_error(path, err, doing="read") from None
+
+
+def _check_writable_folder(path: Path) -> None:
+    """Refuse early when the write-ahead log beside the file cannot be created.
+
+    DuckDB creates ``FILE.wal`` only at the first commit, and its failure there surfaces as
+    a "cannot rollback" error that hides the cause; a probe file tells it before any work.
+    """
+    probe = path.with_name(f".{path.name}.morphml-probe-{os.getpid()}")
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as err:
+        raise DatabaseError(
+            f"cannot create the write-ahead log {path}.wal ({err.strerror}); morphml needs "
+            f"write access to the folder {path.parent} that holds the database"
+        ) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def schema_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
@@ -80,12 +111,21 @@ def connect(
         )
     if existed and path.is_dir():
         raise DatabaseError(f"{path} is a directory; expected a DuckDB database file")
+    if not existed:
+        _make_folder(path)
     con = _open(path, read_only=read_only and existed)
     try:
         if not existed:
-            con.execute("BEGIN")
-            create_schema(con, __version__)
-            con.execute("COMMIT")
+            _check_writable_folder(path)
+            try:
+                con.execute("BEGIN")
+                create_schema(con, __version__)
+                con.execute("COMMIT")
+            except duckdb.Error as err:
+                raise database_error(path, err, doing="create") from None
+        elif not read_only:
+            _check_writable_folder(path)
+            verify(con, path)
         version = schema_version(con, path)
         if version > SCHEMA_VERSION:
             raise DatabaseError(
@@ -102,6 +142,28 @@ def connect(
         con.close()
 
 
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back the open transaction; quiet when DuckDB already ended it.
+
+    A failed COMMIT (the write-ahead log could not be written, say) ends the transaction
+    itself, and a ROLLBACK then raises "no transaction is active", which would hide the
+    error that matters.
+    """
+    with suppress(duckdb.TransactionException):
+        con.execute("ROLLBACK")
+
+
+def _make_folder(path: Path) -> None:
+    """Create the folder a new database file goes in (``MORPHML_DB=~/morphml/x.duckdb``)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DatabaseError(
+            f"cannot create the folder {path.parent} for the new database {path.name} "
+            f"({err.strerror})"
+        ) from None
+
+
 def upgrade(db: str | os.PathLike[str] | None = None) -> tuple[int, int]:
     """Upgrade an older database file to the current schema, in one transaction.
 
@@ -114,6 +176,8 @@ def upgrade(db: str | os.PathLike[str] | None = None) -> tuple[int, int]:
         raise DatabaseError(f"database {path} does not exist")
     con = _open(path, read_only=False)
     try:
+        _check_writable_folder(path)
+        verify(con, path)
         before = schema_version(con, path)
         if before > SCHEMA_VERSION:
             raise DatabaseError(
@@ -131,7 +195,7 @@ def upgrade(db: str | os.PathLike[str] | None = None) -> tuple[int, int]:
             )
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            rollback(con)
             raise
         return before, SCHEMA_VERSION
     finally:

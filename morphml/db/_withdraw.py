@@ -3,6 +3,10 @@
 A withdrawal
 
 1. finds the person by original id (through the key) or by pseudonym, within one source;
+1b. scrubs them from the folder of every run that used them (the ``runs`` table records each
+   run's folder): their rows leave the Parquet files, their pseudonyms the JSON files, and
+   ``manifest.json`` records the withdrawal (see ``_scrub``). A recorded folder that cannot be
+   reached stops the withdrawal before anything changes, unless ``allow_unreachable``;
 2. in one transaction, deletes every row of theirs (subject, scans, values, phenotypes, file
    hashes, change and error records, QC flags), marks stale every run that used one of their
    scans and then deletes those links, and records the withdrawal as a keyed token only;
@@ -24,6 +28,7 @@ saw) are kept; they hold no value of the person.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from dataclasses import dataclass
@@ -33,8 +38,9 @@ import duckdb
 import pyarrow as pa
 
 from morphml.db._privacy import PseudonymKey, check_key, load_key
-from morphml.db._runs import mark_runs_stale
-from morphml.db._store import connect, db_path
+from morphml.db._runs import mark_runs_stale, run_folders
+from morphml.db._scrub import scrub_folder, unreachable_reason
+from morphml.db._store import connect, db_path, rollback
 from morphml.exceptions import DatabaseError, WithdrawalError
 
 __all__ = [
@@ -65,6 +71,10 @@ class WithdrawalResult:
     withdrawal_id: int
     n_scans: int
     n_runs_marked: int
+    #: run folders the person was scrubbed from, with the files changed in each
+    scrubbed: tuple[str, ...] = ()
+    #: runs that used the person and whose folders were not scrubbed, with the reason
+    not_scrubbed: tuple[str, ...] = ()
 
 
 def withdraw(
@@ -74,8 +84,15 @@ def withdraw(
     original_id: str | None = None,
     pseudonym: str | None = None,
     key_file: str | os.PathLike[str] | None = None,
+    allow_unreachable: bool = False,
 ) -> WithdrawalResult:
-    """Remove every row of one person, record the withdrawal, and rewrite the file.
+    """Remove one person from the database and from every run folder that used them.
+
+    The run folders the ``runs`` table records for the runs that used the person are
+    scrubbed first (see :mod:`morphml.db._scrub`); a folder that cannot be reached (moved,
+    deleted, not writable) stops the withdrawal before anything is changed, unless
+    ``allow_unreachable``. Then the person's rows are deleted, the withdrawal is recorded and
+    the database file is rewritten.
 
     Parameters
     ----------
@@ -91,6 +108,9 @@ def withdraw(
     key_file : path-like, optional
         The key used at ingest (see :func:`morphml.db.default_key_path`); required in both
         modes, since the withdrawal token that blocks re-enrolment is keyed.
+    allow_unreachable : bool
+        Withdraw from the database even when some run folders cannot be scrubbed (they are
+        listed in the result; delete them yourself).
 
     Returns
     -------
@@ -118,9 +138,63 @@ def withdraw(
     with connect(path) as con:
         check_key(con, key)
         subject_key = _find_person(con, key, source, original_id, pseudonym)
+        scrubbed, not_scrubbed = _scrub_runs(con, subject_key, allow_unreachable)
         result = _delete_person(con, key, source, subject_key)
     rewrite_database(path)
-    return result
+    return dataclasses.replace(result, scrubbed=scrubbed, not_scrubbed=not_scrubbed)
+
+
+def _scrub_runs(
+    con: duckdb.DuckDBPyConnection, subject_key: str, allow_unreachable: bool
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Scrub the person from the folders of the runs that used them (before the database:
+    an interrupted withdrawal is then run again and finds them still in the database)."""
+    rows = con.execute(
+        "SELECT r.run_id, count(*) FROM run_scans r JOIN scans s USING (scan_key) "
+        "WHERE s.subject_key = ? GROUP BY r.run_id ORDER BY r.run_id",
+        [subject_key],
+    ).fetchall()
+    used = {str(run_id): int(n) for run_id, n in rows}
+    if not used:
+        return (), ()
+    folders = run_folders(con, used)
+    problems = {run: unreachable_reason(folder) for run, folder in folders.items()}
+    blocked = [
+        f"{folders[run]} ({why})"
+        for run, why in problems.items()
+        if why is not None and folders[run] is not None
+    ]
+    if blocked and not allow_unreachable:
+        raise WithdrawalError(
+            f"{len(blocked)} run folders that used this person cannot be scrubbed: "
+            + "; ".join(blocked)
+            + ". Nothing was changed. Make them reachable and writable and withdraw again, "
+            "or pass --allow-unreachable to withdraw from the database anyway and delete "
+            "those folders yourself"
+        )
+    scan_rows = con.execute(
+        "SELECT scan_key, age FROM scans WHERE subject_key = ?", [subject_key]
+    ).fetchall()
+    keys = {subject_key, *(str(k) for k, _ in scan_rows)}
+    ages = {float(a) for _, a in scan_rows if a is not None}
+    row = con.execute("SELECT coalesce(max(withdrawal_id), 0) + 1 FROM withdrawals").fetchone()
+    withdrawal_id = int(row[0]) if row else 1
+    scrubbed: list[str] = []
+    for run, folder in folders.items():
+        if problems[run] is not None or folder is None:
+            continue
+        done = scrub_folder(folder, keys, ages, withdrawal_id, used[run])
+        changed = sorted(set(done.rewritten) | {"manifest.json"})
+        note = ", ".join(changed) + (
+            f"; removed {', '.join(done.removed)}" if done.removed else ""
+        )
+        scrubbed.append(f"{folder} ({note})")
+    not_scrubbed = [
+        f"run {run}: {why}" + (f" ({folders[run]})" if folders[run] is not None else "")
+        for run, why in problems.items()
+        if why is not None
+    ]
+    return tuple(scrubbed), tuple(not_scrubbed)
 
 
 def is_withdrawn(con: duckdb.DuckDBPyConnection, key: PseudonymKey, subject_key: str) -> bool:
@@ -233,7 +307,7 @@ def _delete_person(
         )
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
     con.execute("CHECKPOINT")
     return WithdrawalResult(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import re
 import stat
@@ -645,13 +646,55 @@ def _finish(p: _Pending, values: np.ndarray) -> StatsFile:
     )
 
 
+def _raise_not_finite(p: _Pending, values: np.ndarray) -> None:
+    """Name the line, structure and column of the first nan/inf value (e.g. ``1e400``)."""
+    row, col = (int(i) for i in np.argwhere(~np.isfinite(values))[0])
+    lines = p.text.split("\n")
+    name_idx = p.columns.index("StructName")
+    lineno, seen = p.first_row_line, -1
+    for lineno in range(p.first_row_line, len(lines) + 1):
+        if lines[lineno - 1].split():
+            seen += 1
+            if seen == row:
+                break
+    token = lines[lineno - 1].split()
+    raw = [t for j, t in enumerate(token) if j != name_idx][col] if token else "?"
+    raise StatsFileError(
+        p.label,
+        lineno,
+        f"column {p.numeric_columns[col]!r} value {raw!r} of structure {p.structures[row]!r} "
+        "is not a finite number; expected a finite number (nan, inf and values beyond "
+        "1.8e308 are refused)",
+    )
+
+
+def _raise_measure_not_finite(p: _Pending) -> None:
+    """Name the first '# Measure' line whose value is not finite (returns when none is)."""
+    for m in p.measures:
+        if not math.isfinite(m.value):
+            pos = p.text.find(f"# Measure {m.key}, {m.name},")
+            if pos < 0:
+                pos = p.text.find(f"# Measure {m.key}, {m.name} ")
+            line = _line_of(p.text, pos) if pos >= 0 else None
+            raise StatsFileError(
+                p.label,
+                line,
+                f"'# Measure {m.key}, {m.name}' value {m.value!r} is not a finite number; "
+                "expected a finite number (nan, inf and values beyond 1.8e308 are refused)",
+            )
+
+
 def _convert_batch(pending: Sequence[_Pending]) -> list[np.ndarray]:
     tables = [p for p in pending if p.tokens]
     total = sum(len(p.tokens) for p in tables)
     out: dict[int, np.ndarray] = {}
+    batch_finite = False
     if total >= 2048:
         flat = _arrow_floats(tables)
         if flat is not None:
+            # one vectorised test for the whole batch; files are looked at one by one only
+            # when it finds a nan or inf (see _check_finite)
+            batch_finite = bool(np.isfinite(flat).all())
             start = 0
             for p in tables:
                 stop = start + len(p.tokens)
@@ -665,7 +708,24 @@ def _convert_batch(pending: Sequence[_Pending]) -> list[np.ndarray]:
             results.append(out[id(p)])
         else:
             results.append(_convert_one(p))
+    for p, values in zip(pending, results, strict=True):
+        _check_finite(p, values, batch_finite and id(p) in out)
     return results
+
+
+def _check_finite(p: _Pending, values: np.ndarray, known_finite: bool) -> None:
+    """Refuse nan, inf and overflowing numbers (``1e400``) in a file that gives features.
+
+    They would be stored as features and break every fit later. Kinds that give no feature
+    keep theirs (real ``?h.w-g.pct.stats`` files hold '-nan' SNRs).
+    """
+    if p.atlas in SKIPPED_KINDS:
+        return
+    if not known_finite and values.size and not np.isfinite(values).all():
+        _raise_not_finite(p, values)
+    # a sum is nan or inf when any term is (or, harmlessly, when huge terms overflow)
+    if p.measures and not math.isfinite(sum(m.value for m in p.measures)):
+        _raise_measure_not_finite(p)
 
 
 def _arrow_floats(tables: Sequence[_Pending]) -> np.ndarray | None:

@@ -28,7 +28,7 @@ import yaml
 
 from morphml._version import __version__
 from morphml.config import PretrainConfig, parse_config
-from morphml.db import connect
+from morphml.db import connect, record_run
 from morphml.exceptions import ConfigError
 
 __all__ = ["EvaluationResult", "evaluate_run"]
@@ -48,6 +48,7 @@ def evaluate_run(
     source: str,
     db: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
+    allow_stale: bool = False,
 ) -> EvaluationResult:
     """Score a pretrain run's final models on a source it was not trained on.
 
@@ -62,6 +63,8 @@ def evaluate_run(
         The database (``MORPHML_DB`` / ``morphml.duckdb`` by default).
     out : path-like, optional
         The evaluation folder; ``RUN/external-SOURCE`` by default.
+    allow_stale : bool, default False
+        Evaluate a run that someone it was trained on has withdrawn from (refused otherwise).
 
     Returns
     -------
@@ -74,15 +77,13 @@ def evaluate_run(
         training scans; the source lacks features the models need (listed, with the
         ``features.available_in`` fix); the source lacks age or sex for every scan.
     """
+    from morphml._utils import read_manifest
     from morphml.evaluation._tuning import stable_seed
     from morphml.pipelines._fit import _score, package_versions
     from morphml.pipelines._predict import predictions
 
     run = Path(run_dir)
-    manifest_path = run / "manifest.json"
-    if not manifest_path.is_file():
-        raise ConfigError(f"{run}: not a morphml run directory (no manifest.json)")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(run, ConfigError, ("feature_ids", "final_models"))
     config = parse_config(yaml.safe_load((run / "config.yaml").read_text()), source=str(run))
     if not isinstance(config, PretrainConfig):
         raise ConfigError(f"{run}: a {config.kind} run; morphml evaluate takes a pretrain run")
@@ -93,7 +94,7 @@ def evaluate_run(
             "external validation needs a source the models never saw (its k-fold and "
             "leave-site-out results are in the run's own metrics.json)"
         )
-    preds = predictions(run, db=db, source=source)
+    preds = predictions(run, db=db, source=source, allow_stale=allow_stale, command="evaluate")
     _refuse_overlap(db, manifest, preds, source)
     out_dir = Path(out) if out is not None else run / f"external-{source}"
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
@@ -159,6 +160,12 @@ def evaluate_run(
         },
     }
     (out_dir / "manifest.json").write_text(json.dumps(evaluation_manifest, indent=1))
+    # recorded like a run, so that a withdrawal finds this folder and scrubs it too
+    with connect(db) as con:
+        record_run(
+            con, eval_id, "external_validation", str(manifest.get("config_hash") or ""),
+            sorted(set(table["scan_key"])), out_dir,
+        )  # fmt: skip
     return EvaluationResult(out_dir, metrics)
 
 

@@ -388,7 +388,7 @@ def fit_pretrain(
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     if record:  # audits re-fit with record=False: the database is only read
         with connect(db) as con:
-            record_run(con, run_id, "pretrain", config_hash(config), list(frame.X.index))
+            record_run(con, run_id, "pretrain", config_hash(config), list(frame.X.index), run_dir)
     return RunResult(run_dir, run_id, metrics)
 
 

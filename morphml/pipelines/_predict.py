@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from morphml.config import CohortSpec, PretrainConfig, parse_config
 from morphml.exceptions import ConfigError
@@ -46,18 +44,20 @@ def predict_run(
     db: str | os.PathLike[str] | None = None,
     source: str | None = None,
     out: str | os.PathLike[str],
+    allow_stale: bool = False,
 ) -> pd.DataFrame:
     """Predict age and sex for scans with every final model of a run.
 
     The scans' features must be exactly the ones the models were trained on (a missing or
     extra feature is refused with the lists); a site the models never saw is refused unless
-    the run's config says ``new_sites: ignore_site``.
+    the run's config says ``new_sites: ignore_site``. A stale run (a person it was trained
+    on withdrew) is refused unless ``allow_stale``.
 
     The result's ``in_sample`` column is True for scans the run's models were trained on:
     their predictions are in-sample (optimistic) and no measure of accuracy. Use
     :func:`in_sample_count` on the result to say so.
     """
-    result = predictions(run_dir, db=db, source=source)
+    result = predictions(run_dir, db=db, source=source, allow_stale=allow_stale)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     result.to_parquet(out_path, index=False)
@@ -69,17 +69,20 @@ def predictions(
     *,
     db: str | os.PathLike[str] | None = None,
     source: str | None = None,
+    allow_stale: bool = False,
+    command: str = "predict",
 ) -> pd.DataFrame:
     """The predictions of :func:`predict_run`, not written (one row per scan, target and model;
     ``subject_key``, ``sex`` and ``age`` of each scan included)."""
+    from morphml._utils import read_manifest, read_yaml
+    from morphml.db import check_stale_run, db_path
     from morphml.models import AgeBiasCorrector, load_model
 
     run = Path(run_dir)
-    manifest_path = run / "manifest.json"
-    if not manifest_path.exists():
-        raise ConfigError(f"{run}: not a morphml run directory (no manifest.json)")
-    manifest = json.loads(manifest_path.read_text())
-    config = parse_config(yaml.safe_load((run / "config.yaml").read_text()), source=str(run))
+    manifest = read_manifest(run, ConfigError, ("feature_ids", "final_models"))
+    check_stale_run(run, db_path(db), allow_stale=allow_stale, command=command)
+    raw = read_yaml(run / "config.yaml", ConfigError, f"{run}: no config.yaml in the run folder")
+    config = parse_config(raw, source=str(run))
     if not isinstance(config, PretrainConfig):
         raise ConfigError(
             f"{run}: a {config.kind} run; morphml predict takes a pretrain run's models"

@@ -355,7 +355,7 @@ def fit_transfer(
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
     if record:
         with connect(db) as con:
-            record_run(con, run_id, "transfer", config_hash(config), list(frame.X.index))
+            record_run(con, run_id, "transfer", config_hash(config), list(frame.X.index), run_dir)
     return TransferResult(run_dir, run_id, metrics, format_table(metrics))
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from morphml.config import PretrainConfig, parse_config
 from morphml.exceptions import TransferError
@@ -127,21 +125,17 @@ class PretrainedRun:
     @classmethod
     def load(cls, run_dir: str | os.PathLike[str]) -> PretrainedRun:
         """Open a run directory written by ``morphml fit`` with a ``kind: pretrain`` config."""
+        from morphml._utils import read_manifest, read_yaml
         from morphml.models import load_model
 
         path = Path(run_dir)
-        manifest_path = path / "manifest.json"
-        if not manifest_path.is_file():
-            raise TransferError(
-                f"{path}: not a morphml run directory (no manifest.json); give the directory "
-                "a 'morphml fit' of a kind: pretrain config wrote"
-            )
-        manifest = json.loads(manifest_path.read_text())
+        manifest = read_manifest(path, TransferError, ("run_id", "kind", "feature_ids"))
         if manifest.get("kind") != "pretrain":
             raise TransferError(
                 f"{path}: a {manifest.get('kind')!r} run; transfer needs a pretrain run"
             )
-        config = parse_config(yaml.safe_load((path / "config.yaml").read_text()), source=str(path))
+        raw = read_yaml(path / "config.yaml", TransferError, f"{path}: no config.yaml in the run")
+        config = parse_config(raw, source=str(path))
         if not isinstance(config, PretrainConfig):  # pragma: no cover - kind checked above
             raise TransferError(f"{path}: config.yaml is not a pretrain config")
         models = {}
