@@ -8,6 +8,7 @@ from morphml.evaluation._compare import (
     paired_bootstrap_delta,
     permutation_p_value,
 )
+from morphml.evaluation._confounding import site_confounding
 from morphml.evaluation._metrics import (
     brain_age_metrics,
     classification_metrics,
@@ -30,6 +31,7 @@ __all__ = [
     "permutation_p_value",
     "predict_scores",
     "regression_metrics",
+    "site_confounding",
     "stable_seed",
     "tune",
 ]

@@ -290,6 +290,53 @@ def harmonization_diagnostics(
     }
 
 
+def _site_confounding(config: PretrainConfig, frame: FeatureFrame) -> dict[str, Any]:
+    """How well site alone predicts age and sex in the training cohort (see
+    :func:`morphml.evaluation.site_confounding`); complements the site separability of the
+    features that :func:`harmonization_diagnostics` measures."""
+    from morphml.evaluation._confounding import site_confounding
+
+    used = any(c.startswith(SITE_PREFIX) for c in frame.X.columns)
+    return site_confounding(
+        frame.meta, site_covariates=used, seed=stable_seed(config.seed, "site-confounding"),
+        n_boot=config.validation.bootstrap, folds=config.validation.folds,
+    )  # fmt: skip
+
+
+def _bias_summary(
+    config: PretrainConfig, tuned: dict[str, Any], prefix: str, n_folds: int
+) -> dict[str, Any]:
+    """The configured bias correction and how many outer folds it could be applied in."""
+    method = config.bias_correction.method
+    entries = [tuned.get(f"{prefix}{k}", {}).get("bias_correction") for k in range(n_folds)]
+    corrected = sum(1 for e in entries if e is not None and e.get("method") != "none")
+    slopes = [float(e["slope"]) for e in entries if e is not None and "slope" in e]
+    out: dict[str, Any] = {
+        "method": method,
+        "folds": n_folds,
+        "folds_corrected": corrected,
+        "uses_true_age": method == "beheshti",
+        "fitted_on": "inner out-of-fold predictions of each outer training set",
+        "slope_range": [min(slopes), max(slopes)] if slopes else None,
+    }
+    if method == "cole":
+        out["min_slope"] = config.bias_correction.min_slope
+    notes = []
+    if method == "beheshti":
+        notes.append(
+            "corrected predictions subtract a line in the known (true) age: the corrected "
+            "gap is free of the age bias, but the corrected MAE is not an accuracy of "
+            "prediction without age; the uncorrected MAE is"
+        )
+    if method != "none" and corrected < n_folds:
+        notes.append(
+            f"{n_folds - corrected} of {n_folds} folds left uncorrected (slope of predicted "
+            f"on true age not above min_slope)"
+        )
+    out["note"] = "; ".join(notes) or None
+    return out
+
+
 def fit_pretrain(
     config: PretrainConfig,
     *,
@@ -345,6 +392,7 @@ def fit_pretrain(
     if config.harmonize.method == "combat":
         X = with_meta(frame.X, frame.meta)
         metrics["harmonization"] = harmonization_diagnostics(config, X, frame)
+    metrics["site_confounding"] = _site_confounding(config, frame)
     predictions: list[pd.DataFrame] = []
     tuned: dict[str, Any] = {}
     seconds: dict[str, float] = {}  # wall-clock time of each tuning, for the manifest
@@ -383,6 +431,10 @@ def fit_pretrain(
                     print(f"  {key}: tuned and scored in {seconds[key]:.0f} s", file=sys.stderr)
                 predictions.append(preds)
                 result[SCHEME_KEYS[scheme]] = _score(config, target, preds, frame)
+                if target == "age":
+                    result[SCHEME_KEYS[scheme]]["bias_correction"] = _bias_summary(
+                        config, tuned, f"{target}/{label}/{scheme}/fold", len(splits)
+                    )
             metrics["targets"][target][label] = result
     if progress:
         print("  final models: tuning and refitting on all scans", file=sys.stderr)
@@ -566,27 +618,43 @@ def _outer_fold(
         }
     )
     if target == "age":
-        corrector = _bias_corrector(y[train], result.oof)
+        corrector = _bias_corrector(config, y[train], result.oof)
         fold["y_pred_corrected"] = (
             corrector.transform(y[test], pred) if corrector is not None else pred
         )
+        entry["bias_correction"] = _bias_entry(config, corrector)
     return f"{target}/{label}/{scheme}/fold{k}", entry, fold
 
 
-def _bias_corrector(age: np.ndarray, oof: np.ndarray) -> Any:
+def _bias_corrector(config: PretrainConfig, age: np.ndarray, oof: np.ndarray) -> Any:
     """The bias correction fitted on out-of-fold training predictions, or None.
 
-    When the predictions barely track age (tiny or uninformative training sets), dividing by
-    their slope would amplify noise: the corrected prediction is then the uncorrected one,
-    and the final model's sidecar carries no correction (``morphml predict`` then reports the
-    uncorrected age in both columns).
+    None when ``bias_correction.method`` is ``none``, and for the Cole correction when the
+    predictions barely track age (slope not above ``min_slope``): dividing by that slope
+    would amplify noise. The corrected prediction is then the uncorrected one, and the final
+    model's sidecar carries no correction (``morphml predict`` then reports the uncorrected
+    age in both columns). The Beheshti correction divides by nothing and always applies.
     """
     from morphml.models import AgeBiasCorrector, BiasCorrectionError
 
+    spec = config.bias_correction
+    if spec.method == "none":
+        return None
     try:
-        return AgeBiasCorrector().fit(age, oof)
+        return AgeBiasCorrector(method=spec.method, min_slope=spec.min_slope).fit(age, oof)
     except BiasCorrectionError:
         return None
+
+
+def _bias_entry(config: PretrainConfig, corrector: Any) -> dict[str, Any]:
+    """What one fold's correction was (for the manifest and the metrics' summary)."""
+    if corrector is None:
+        return {"method": "none", "configured": config.bias_correction.method}
+    return {
+        "method": corrector.method,
+        "intercept": corrector.intercept_,
+        "slope": corrector.slope_,
+    }
 
 
 def _site_columns_for(X: pd.DataFrame, train: np.ndarray, test: np.ndarray) -> pd.DataFrame:
@@ -634,6 +702,7 @@ def _score(
             "regression", y, p, preds["site"].astype(str).to_numpy(), n_boot=n_boot,
             random_state=seed,
         )  # fmt: skip
+        _mark_narrow_sites(out["per_site"], preds)
     else:
         out = dict(classification_metrics(y, p, groups=groups, n_boot=n_boot, random_state=seed))
         out["per_site"] = per_group_metrics(
@@ -641,6 +710,33 @@ def _score(
             random_state=seed,
         )  # fmt: skip
     return out
+
+
+#: within a site whose ages have a smaller SD (years), R² is not a meaningful accuracy
+NARROW_AGE_SD = 5.0
+
+
+def _mark_narrow_sites(per_site: dict[str, Any], preds: pd.DataFrame) -> None:
+    """Add ``age_sd`` and ``r2_meaningful`` to each site's brain-age metrics.
+
+    R² compares the error with the variance of age *within the site*: at a site whose people
+    are all 20-25, a 4-year MAE gives a hugely negative R² although the predictions are as
+    good as elsewhere. R² is marked not meaningful where the site's age SD is below
+    ``NARROW_AGE_SD`` years (the report then hides it); MAE and mean gap stay meaningful.
+    """
+    sd = preds.groupby(preds["site"].astype(str))["y_true"].std(ddof=1)
+    for site, entry in per_site.items():
+        value = sd.get(site)
+        if value is None or not np.isfinite(value):
+            continue
+        entry["age_sd"] = float(value)
+        if "skipped" not in entry:
+            entry["r2_meaningful"] = bool(value >= NARROW_AGE_SD)
+            if value < NARROW_AGE_SD:
+                entry["r2_note"] = (
+                    f"age SD {value:.1f} < {NARROW_AGE_SD:g} years: R² within so narrow an "
+                    "age range is not a meaningful accuracy"
+                )
 
 
 def _final_models(
@@ -744,7 +840,7 @@ def _final_model(
         },
     }
     if target == "age":
-        corrector = _bias_corrector(y, result.oof)
+        corrector = _bias_corrector(config, y, result.oof)
         if corrector is not None:
             sidecar["bias_correction"] = corrector.to_dict()
     stem = run_dir / "models" / f"{target}-{label}"
