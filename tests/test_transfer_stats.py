@@ -111,7 +111,8 @@ def test_old_transfer_metrics_still_report() -> None:
     assert _headline(old) == m["headline"]
     view = _permutation_view(old["permutation"])
     assert view is not None
-    assert view["p_floor"] == pytest.approx(1 / 20) and view["at_floor"] == m["permutation"][
-        "at_floor"
-    ]
+    assert (
+        view["p_floor"] == pytest.approx(1 / 20)
+        and view["at_floor"] == m["permutation"]["at_floor"]
+    )
     assert view["tests"] == "against chance"
