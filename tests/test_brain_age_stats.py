@@ -164,7 +164,7 @@ def test_site_confounding_warns_only_when_site_covariates_carry_age(
 def test_fit_reports_site_confounding_and_narrow_age_sites(tmp_path: Path) -> None:
     """Metrics carry how well site predicts age; per-site R² is marked where ages are narrow,
     and the report hides it there with the reason."""
-    from morphml.reports import summarize
+    from morphml.reports import render_html, summarize
 
     synthetic_table(tmp_path / "t.csv", 150, ["A", "B", "C"], seed=3)
     table = pd.read_csv(tmp_path / "t.csv")
@@ -198,6 +198,9 @@ def test_fit_reports_site_confounding_and_narrow_age_sites(tmp_path: Path) -> No
     assert any("Site–outcome confounding" in w for w in summary["warnings"])
     age_rows = summary["pretrain"]["performance"]["age"]["rows"]
     assert age_rows[0]["correction"].startswith("Beheshti (uses the known age)")
+    html = render_html(summary)
+    assert "Site alone predicts age with cross-validated R²" in html
+    assert "Beheshti (uses the known age): slope" in html
 
 
 @pytest.mark.slow

@@ -7,8 +7,8 @@ For every target, validation scheme and model:
 * inside each outer training set, Optuna tunes the model on inner folds (whole sites held out
   after a leave-site-out split) and the tuned pipeline (imputation, scaling, eTIV adjustment
   inside) is refitted on the training set only;
-* the brain-age bias correction is fitted on the *inner out-of-fold* predictions of the
-  training set, never on the test fold;
+* the brain-age bias correction (``bias_correction.method``: Beheshti or Cole / de Lange) is
+  fitted on the *inner out-of-fold* predictions of the training set, never on the test fold;
 * test-fold predictions are collected out of fold and scored with bootstrap intervals,
   overall and per site.
 

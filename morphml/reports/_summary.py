@@ -725,6 +725,7 @@ def summarize(
                 "diagnostics": harm,
             }  # fmt: skip
         confounding = metrics.get("site_confounding") or {}
+        summary["features"]["site_confounding"] = confounding or None
         if confounding.get("warning"):
             warnings.append(f"Site–outcome confounding: {confounding['warning']}.")
         section, preds = _pretrain(run, manifest, config, metrics)
