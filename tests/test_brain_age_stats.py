@@ -239,3 +239,32 @@ def test_fcon1000_leave_site_out_correction_never_worse(shared_data: Path, tmp_p
     # site alone predicts age in fcon1000: the metrics say so
     conf = json.loads((run / "metrics.json").read_text())["site_confounding"]
     assert conf["confounded"] and conf["age"]["r2"] > 0.3 and conf["warning"] is None
+
+
+def test_audit_refits_a_config_written_before_bias_correction_with_cole(tmp_path: Path) -> None:
+    """Runs fitted before the key existed used Cole with min_slope 0.05: the audit's re-fit
+    must do the same; a config that states a method keeps it."""
+    import hashlib
+
+    import yaml
+
+    from morphml.audit._audit import _check_config
+
+    raw = parse_config(config()).model_dump(mode="json")
+    del raw["bias_correction"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    manifest = {
+        "config_hash": hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
+    }
+    resolved, check = _check_config(tmp_path, manifest)
+    assert check.status == "warning" and "bias_correction" in check.message
+    assert resolved.bias_correction.method == "cole"
+    assert resolved.bias_correction.min_slope == 0.05
+    stated = parse_config(config(bias_correction={"method": "beheshti"}))
+    raw = stated.model_dump(mode="json")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    manifest = {
+        "config_hash": hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()
+    }
+    resolved, check = _check_config(tmp_path, manifest)
+    assert check.status == "ok" and resolved.bias_correction.method == "beheshti"
