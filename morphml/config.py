@@ -147,6 +147,10 @@ class BiasCorrectionSpec(_Strict):
     #: cole only: a fold whose slope of predicted on true age is not above this is left
     #: uncorrected (errors would be amplified by 1 / slope)
     min_slope: float = Field(default=0.3, ge=0.0, lt=1.0)
+    #: folds of the out-of-fold predictions the correction is fitted on: null uses the tuning's
+    #: inner folds (no extra fits); more folds (e.g. 10) give inner models closer to the
+    #: refitted one, so the correction over-corrects less (one extra fit per fold)
+    folds: int | None = Field(default=None, ge=2)
 
 
 class PretrainConfig(_Strict):

@@ -268,3 +268,27 @@ def test_audit_refits_a_config_written_before_bias_correction_with_cole(tmp_path
     }
     resolved, check = _check_config(tmp_path, manifest)
     assert check.status == "ok" and resolved.bias_correction.method == "beheshti"
+
+
+def test_bias_correction_on_more_folds_refits_the_tuned_model(
+    small_db: Path, tmp_path: Path
+) -> None:
+    def fit(bias: dict[str, object], out: Path) -> pd.DataFrame:
+        cfg = parse_config(
+            config(
+                targets=["age"], models={"age": ["ridge"]},
+                validation={"schemes": ["leave_site_out"], "folds": 3, "bootstrap": 100},
+                bias_correction=bias,
+            )
+        )  # fmt: skip
+        fit_pretrain(cfg, db=small_db, out=out)
+        return pd.read_parquet(out / "predictions.parquet")
+
+    # leave-site-out with 3 sites: 2 training sites, the tuning's inner folds hold one out
+    base = fit({"method": "beheshti"}, tmp_path / "a")
+    more = fit({"method": "beheshti", "folds": 2}, tmp_path / "b")
+    np.testing.assert_array_equal(base["y_pred"], more["y_pred"])  # same tuned models
+    bias = _age_result(tmp_path / "b", "leave_site_out")["bias_correction"]
+    assert "refitted on 2 inner folds" in bias["fitted_on"]  # type: ignore[index]
+    # the tuning used 3 inner folds (subjects), the correction 2 (sites): other lines
+    assert not np.allclose(base["y_pred_corrected"], more["y_pred_corrected"])

@@ -321,6 +321,11 @@ def _bias_summary(
     }
     if method == "cole":
         out["min_slope"] = config.bias_correction.min_slope
+    if config.bias_correction.folds is not None:
+        out["fitted_on"] = (
+            f"out-of-fold predictions of the tuned model refitted on "
+            f"{config.bias_correction.folds} inner folds of each outer training set"
+        )
     notes = []
     if method == "beheshti":
         notes.append(
@@ -618,7 +623,11 @@ def _outer_fold(
         }
     )
     if target == "age":
-        corrector = _bias_corrector(config, y[train], result.oof)
+        oof = _bias_oof(
+            config, frame.meta, scheme, train, build, result, Xtr, y[train],
+            stable_seed(config.seed, "bias", target, label, scheme, k),
+        )  # fmt: skip
+        corrector = _bias_corrector(config, y[train], oof)
         fold["y_pred_corrected"] = (
             corrector.transform(y[test], pred) if corrector is not None else pred
         )
@@ -644,6 +653,34 @@ def _bias_corrector(config: PretrainConfig, age: np.ndarray, oof: np.ndarray) ->
         return AgeBiasCorrector(method=spec.method, min_slope=spec.min_slope).fit(age, oof)
     except BiasCorrectionError:
         return None
+
+
+def _bias_oof(
+    config: PretrainConfig,
+    meta: pd.DataFrame,
+    scheme: str,
+    train: np.ndarray,
+    build: Any,
+    result: Any,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    seed: int,
+) -> np.ndarray:
+    """Out-of-fold predictions of the training set that the bias correction is fitted on.
+
+    The tuning's inner out-of-fold predictions of the best parameters, or, with
+    ``bias_correction.folds``, those of the best parameters refitted on that many inner
+    folds (whole sites held out after a leave-site-out split, as in tuning).
+    """
+    spec = config.bias_correction
+    if spec.folds is None or spec.method == "none":
+        return np.asarray(result.oof, dtype=np.float64)
+    splits = inner_splits(scheme, meta, train, folds=spec.folds, seed=seed)
+    oof = np.full(len(y), np.nan)
+    for fit_rows, held in splits:
+        model = build(result.params).fit(X.iloc[fit_rows], y[fit_rows])
+        oof[held] = predict_scores(model, X.iloc[held], "regression")
+    return oof
 
 
 def _bias_entry(config: PretrainConfig, corrector: Any) -> dict[str, Any]:
@@ -840,7 +877,11 @@ def _final_model(
         },
     }
     if target == "age":
-        corrector = _bias_corrector(config, y, result.oof)
+        oof = _bias_oof(
+            config, frame.meta, "kfold", all_idx, build, result, X, y,
+            stable_seed(config.seed, "final-bias", target, label),
+        )  # fmt: skip
+        corrector = _bias_corrector(config, y, oof)
         if corrector is not None:
             sidecar["bias_correction"] = corrector.to_dict()
     stem = run_dir / "models" / f"{target}-{label}"
