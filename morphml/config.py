@@ -27,6 +27,7 @@ from morphml._utils import read_yaml
 from morphml.exceptions import ConfigError
 
 __all__ = [
+    "BiasCorrectionSpec",
     "CohortSpec",
     "FeatureSpec",
     "HarmonizeSpec",
@@ -147,6 +148,22 @@ class HarmonizeSpec(_Strict):
     allow_outcome_covariate: bool = False
 
 
+class BiasCorrectionSpec(_Strict):
+    """The brain-age bias correction, fitted on inner out-of-fold training predictions."""
+
+    #: beheshti: subtract the fitted gap-on-age line (uses the scan's true age, never divides);
+    #: cole: (predicted - intercept) / slope (Cole / de Lange; needs no age, divides by the
+    #: slope); none: report the uncorrected predictions in both columns
+    method: Literal["beheshti", "cole", "none"] = "beheshti"
+    #: cole only: a fold whose slope of predicted on true age is not above this is left
+    #: uncorrected (errors would be amplified by 1 / slope)
+    min_slope: float = Field(default=0.3, ge=0.0, lt=1.0)
+    #: folds of the out-of-fold predictions the correction is fitted on: null uses the tuning's
+    #: inner folds (no extra fits); more folds (e.g. 10) give inner models closer to the
+    #: refitted one, so the correction over-corrects less (one extra fit per fold)
+    folds: int | None = Field(default=None, ge=2)
+
+
 class PretrainConfig(_Strict):
     """``kind: pretrain``: brain-age and sex models on the pooled database."""
 
@@ -164,6 +181,7 @@ class PretrainConfig(_Strict):
     harmonize: HarmonizeSpec = Field(default_factory=HarmonizeSpec)
     tuning: TuningSpec = Field(default_factory=TuningSpec)
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
+    bias_correction: BiasCorrectionSpec = Field(default_factory=BiasCorrectionSpec)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: how predict treats sites the models never saw: refuse, or predict without site terms
@@ -225,9 +243,13 @@ class ProtocolSpec(_Strict):
         default_factory=lambda: list[int | Literal["all"]]([20, 40, 80, "all"])
     )
     inner_folds: int = Field(default=3, ge=2)
-    #: label permutations for the selected representation's p-value (0: none)
+    #: label permutations for the selected representation's p-value against chance (0: none).
+    #: 200 puts the floor 1/(B+1) at 0.005 and the Monte-Carlo SE of a p near 0.05 at 0.015;
+    #: each permutation costs permutation_repeats x folds fits of one representation (COBRE,
+    #: 5 folds: 1,000 fits, against 3,600 for the comparison table)
     permutations: int = Field(default=200, ge=0)
-    #: repeats of the k-fold run per permutation (and for the observed score it is compared with)
+    #: repeats of the k-fold run per permutation. The observed score is the table's (mean over
+    #: all ``repeats``); a null of fewer repeats is wider, so p is then conservative
     permutation_repeats: int = Field(default=1, ge=1)
     #: parallel worker threads for the comparison
     n_jobs: int = Field(default=1, ge=1)

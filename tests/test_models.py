@@ -466,13 +466,13 @@ def test_resolve_device_without_gpu() -> None:
 # --------------------------------------------------------------------------- bias correction
 
 
-def test_bias_corrector_makes_the_gap_uncorrelated_with_age(rng: np.random.Generator) -> None:
+def test_cole_correction_makes_the_gap_uncorrelated_with_age(rng: np.random.Generator) -> None:
     age = rng.uniform(18, 90, 600)
     predicted = 0.6 * age + 15 + rng.normal(0, 4, age.size)
     raw_gap = predicted - age
     assert np.corrcoef(raw_gap, age)[0, 1] < -0.5
 
-    corrector = AgeBiasCorrector().fit(age, predicted)
+    corrector = AgeBiasCorrector(method="cole").fit(age, predicted)
     assert corrector.slope_ == pytest.approx(0.6, abs=0.03)
     assert corrector.intercept_ == pytest.approx(15, abs=2)
     gap = corrector.gap(age, predicted)
@@ -486,23 +486,85 @@ def test_bias_corrector_makes_the_gap_uncorrelated_with_age(rng: np.random.Gener
     assert abs(np.corrcoef(corrector.gap(new_age, new_predicted), new_age)[0, 1]) < 0.15
 
     restored = AgeBiasCorrector.from_dict(json.loads(json.dumps(corrector.to_dict())))
+    assert restored.method == "cole" and corrector.to_dict()["method"] == "cole"
     np.testing.assert_array_equal(
         restored.transform(None, new_predicted), corrector.transform(None, new_predicted)
     )
 
 
+def test_beheshti_correction_subtracts_the_gap_line(rng: np.random.Generator) -> None:
+    """Beheshti et al. 2019: regress the gap on age, subtract the fitted line from the gap."""
+    age = rng.uniform(18, 90, 600)
+    predicted = 0.6 * age + 15 + rng.normal(0, 4, age.size)
+    corrector = AgeBiasCorrector().fit(age, predicted)
+    assert corrector.method == "beheshti" and corrector.uses_age
+    gap = predicted - age
+    beta, alpha = np.polyfit(age, gap, 1)  # the gap-on-age line, fitted independently
+    np.testing.assert_allclose(corrector.gap(age, predicted), gap - (alpha + beta * age))
+    assert abs(np.corrcoef(corrector.gap(age, predicted), age)[0, 1]) < 1e-10
+    # the corrected gap is the residual: its spread is the noise's, not noise / slope (Cole)
+    cole = AgeBiasCorrector(method="cole").fit(age, predicted)
+    assert corrector.gap(age, predicted).std() == pytest.approx(
+        cole.gap(age, predicted).std() * cole.slope_, rel=1e-9
+    )
+    with pytest.raises(BiasCorrectionError, match="pass the scans' ages"):
+        corrector.transform(None, predicted)
+    restored = AgeBiasCorrector.from_dict(json.loads(json.dumps(corrector.to_dict())))
+    np.testing.assert_array_equal(
+        restored.transform(age, predicted), corrector.transform(age, predicted)
+    )
+
+
+def test_beheshti_cannot_explode_where_cole_divides_by_a_small_slope(
+    rng: np.random.Generator,
+) -> None:
+    """Predictions that barely track age at a new site: Cole divides an offset by the slope."""
+    age = rng.uniform(20, 80, 300)
+    predicted = 0.35 * age + 30 + rng.normal(0, 6, age.size)  # poorly tracking, slope 0.35
+    new_age = rng.uniform(20, 80, 100)
+    new_pred = 0.35 * new_age + 30 + 15 + rng.normal(0, 6, new_age.size)  # site offset +15 y
+    beh = AgeBiasCorrector().fit(age, predicted).transform(new_age, new_pred)
+    cole = AgeBiasCorrector(method="cole").fit(age, predicted).transform(new_age, new_pred)
+    assert np.abs(cole - new_age).mean() > 1.5 * np.abs(beh - new_age).mean()
+    # an offset of 15 years stays 15 years with Beheshti, and becomes 15 / 0.35 with Cole
+    assert np.mean(beh - new_age) == pytest.approx(15, abs=2)
+    assert np.mean(cole - new_age) == pytest.approx(15 / 0.35, abs=6)
+
+
+def test_old_sidecars_named_linear_beheshti_predict_as_they_did() -> None:
+    """Runs before the methods were named wrote 'linear-beheshti' for the Cole formula."""
+    old = {
+        "method": "linear-beheshti", "formula": "corrected = (predicted - intercept) / slope",
+        "intercept": 20.0, "slope": 0.5, "n_samples": 100, "age_range": [18.0, 80.0],
+        "min_slope": 0.05,
+    }  # fmt: skip
+    corrector = AgeBiasCorrector.from_dict(old)
+    assert corrector.method == "cole"
+    np.testing.assert_allclose(corrector.transform(None, [40.0, 50.0]), [40.0, 60.0])
+    # its min_slope is the stored one: a slope the new default (0.3) would refuse still loads
+    assert AgeBiasCorrector.from_dict({**old, "slope": 0.1}).slope_ == 0.1
+
+
 def test_bias_corrector_refuses_flat_or_mismatched_predictions(rng: np.random.Generator) -> None:
     age = rng.uniform(18, 90, 100)
     with pytest.raises(BiasCorrectionError, match="slope of predicted on true age is"):
-        AgeBiasCorrector().fit(age, 0.03 * age + 50 + rng.normal(0, 0.1, 100))
+        AgeBiasCorrector(method="cole").fit(age, 0.2 * age + 50 + rng.normal(0, 0.1, 100))
+    # Beheshti divides by nothing: a flat prediction is corrected (to age plus residual)
+    flat = AgeBiasCorrector().fit(age, 0.03 * age + 50 + rng.normal(0, 0.1, 100))
+    assert np.abs(flat.gap(age, 0.03 * age + 50)).max() < 1.0
     with pytest.raises(BiasCorrectionError, match="100 values but predicted has 99"):
         AgeBiasCorrector().fit(age, age[:99])
     with pytest.raises(BiasCorrectionError, match="missing or infinite"):
         AgeBiasCorrector().fit(np.r_[age[:-1], np.nan], age)
     with pytest.raises(BiasCorrectionError, match="same age"):
         AgeBiasCorrector().fit(np.full(10, 40.0), rng.normal(40, 5, 10))
+    cole = AgeBiasCorrector(method="cole").fit(age, age).to_dict()
     with pytest.raises(BiasCorrectionError, match="slope"):
-        AgeBiasCorrector.from_dict({**AgeBiasCorrector().fit(age, age).to_dict(), "slope": 0.0})
+        AgeBiasCorrector.from_dict({**cole, "slope": 0.0})
+    with pytest.raises(BiasCorrectionError, match="expected method"):
+        AgeBiasCorrector.from_dict({**cole, "method": "quadratic"})
+    with pytest.raises(ModelConfigError, match="'method' parameter"):
+        AgeBiasCorrector(method="smith").fit(age, age)
 
 
 # --------------------------------------------------------------------------- persistence

@@ -414,6 +414,7 @@ def _check_config(run: Path, manifest: dict[str, Any]) -> tuple[Any, Check]:
     if _raw_hash(raw) == want:
         # untouched file, resolved by a morphml with more config keys than the one that wrote it
         new = sorted(set(_flat(config.model_dump(mode="json"))) - set(_flat(raw)))
+        config = _as_fitted_then(config, raw)
         return config, Check(
             "config",
             "warning",
@@ -433,6 +434,25 @@ def _check_config(run: Path, manifest: dict[str, Any]) -> tuple[Any, Check]:
         message += "; the manifest stores only the hash, so the edited keys cannot be named"
     details = {"config_hash": resolved, "manifest_config_hash": want, "changed_keys": hints}
     return config, Check("config", "failed", message, details)
+
+
+def _as_fitted_then(config: Any, raw: Any) -> Any:
+    """A config written before a key existed, with the value that morphml then used.
+
+    Before ``bias_correction`` was a key, pretrain runs corrected brain age with the Cole /
+    de Lange formula and a minimum slope of 0.05 (their sidecars say ``linear-beheshti``);
+    the re-fit must do the same to reproduce them.
+    """
+    from morphml.config import BiasCorrectionSpec, PretrainConfig
+
+    if (
+        isinstance(config, PretrainConfig)
+        and isinstance(raw, dict)
+        and "bias_correction" not in raw
+    ):
+        spec = BiasCorrectionSpec(method="cole", min_slope=0.05)
+        return config.model_copy(update={"bias_correction": spec})
+    return config
 
 
 def _config_hints(config: BaseModel, manifest: dict[str, Any], run: Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from morphml.evaluation._compare import (
     paired_bootstrap_delta,
     permutation_p_value,
 )
+from morphml.evaluation._confounding import site_confounding
 from morphml.evaluation._metrics import (
     brain_age_metrics,
     classification_metrics,
@@ -38,6 +39,7 @@ __all__ = [
     "regression_metrics",
     "scheme_key",
     "scheme_keys_current",
+    "site_confounding",
     "stable_seed",
     "tune",
 ]

@@ -7,8 +7,8 @@ For every target, validation scheme and model:
 * inside each outer training set, Optuna tunes the model on inner folds (whole sites held out
   after a leave-site-out split) and the tuned pipeline (imputation, scaling, eTIV adjustment
   inside) is refitted on the training set only;
-* the brain-age bias correction is fitted on the *inner out-of-fold* predictions of the
-  training set, never on the test fold;
+* the brain-age bias correction (``bias_correction.method``: Beheshti or Cole / de Lange) is
+  fitted on the *inner out-of-fold* predictions of the training set, never on the test fold;
 * test-fold predictions are collected out of fold and scored with bootstrap intervals,
   overall and per site.
 
@@ -292,6 +292,58 @@ def harmonization_diagnostics(
     }
 
 
+def _site_confounding(config: PretrainConfig, frame: FeatureFrame) -> dict[str, Any]:
+    """How well site alone predicts age and sex in the training cohort (see
+    :func:`morphml.evaluation.site_confounding`); complements the site separability of the
+    features that :func:`harmonization_diagnostics` measures."""
+    from morphml.evaluation._confounding import site_confounding
+
+    used = any(c.startswith(SITE_PREFIX) for c in frame.X.columns)
+    return site_confounding(
+        frame.meta, site_covariates=used, seed=stable_seed(config.seed, "site-confounding"),
+        n_boot=config.validation.bootstrap, folds=config.validation.folds,
+    )  # fmt: skip
+
+
+def _bias_summary(
+    config: PretrainConfig, tuned: dict[str, Any], prefix: str, n_folds: int
+) -> dict[str, Any]:
+    """The configured bias correction and how many outer folds it could be applied in."""
+    method = config.bias_correction.method
+    entries = [tuned.get(f"{prefix}{k}", {}).get("bias_correction") for k in range(n_folds)]
+    corrected = sum(1 for e in entries if e is not None and e.get("method") != "none")
+    slopes = [float(e["slope"]) for e in entries if e is not None and "slope" in e]
+    out: dict[str, Any] = {
+        "method": method,
+        "folds": n_folds,
+        "folds_corrected": corrected,
+        "uses_true_age": method == "beheshti",
+        "fitted_on": "inner out-of-fold predictions of each outer training set",
+        "slope_range": [min(slopes), max(slopes)] if slopes else None,
+    }
+    if method == "cole":
+        out["min_slope"] = config.bias_correction.min_slope
+    if config.bias_correction.folds is not None:
+        out["fitted_on"] = (
+            f"out-of-fold predictions of the tuned model refitted on "
+            f"{config.bias_correction.folds} inner folds of each outer training set"
+        )
+    notes = []
+    if method == "beheshti":
+        notes.append(
+            "corrected predictions subtract a line in the known (true) age: the corrected "
+            "gap is free of the age bias, but the corrected MAE is not an accuracy of "
+            "prediction without age; the uncorrected MAE is"
+        )
+    if method != "none" and corrected < n_folds:
+        notes.append(
+            f"{n_folds - corrected} of {n_folds} folds left uncorrected (slope of predicted "
+            f"on true age not above min_slope)"
+        )
+    out["note"] = "; ".join(notes) or None
+    return out
+
+
 def fit_pretrain(
     config: PretrainConfig,
     *,
@@ -348,6 +400,7 @@ def fit_pretrain(
     if config.harmonize.method == "combat":
         X = with_meta(frame.X, frame.meta)
         metrics["harmonization"] = harmonization_diagnostics(config, X, frame)
+    metrics["site_confounding"] = _site_confounding(config, frame)
     tracker = (
         FitProgress(_n_studies(config, frame) * config.tuning.trials, config.tuning.trials)
         if progress else None
@@ -450,6 +503,10 @@ def _fit_all(
                     tracker.finished(key, seconds[key])
                 predictions.append(preds)
                 result[SCHEME_KEYS[scheme]] = _score(config, target, preds, frame)
+                if target == "age":
+                    result[SCHEME_KEYS[scheme]]["bias_correction"] = _bias_summary(
+                        config, tuned, f"{target}/{label}/{scheme}/fold", len(splits)
+                    )
             metrics["targets"][target][label] = result
     if tracker is not None:
         tracker.line("  final models: tuning and refitting on all scans")
@@ -617,27 +674,75 @@ def _outer_fold(
         }
     )
     if target == "age":
-        corrector = _bias_corrector(y[train], result.oof)
+        oof = _bias_oof(
+            config, frame.meta, scheme, train, build, result, Xtr, y[train],
+            stable_seed(config.seed, "bias", target, label, scheme, k),
+        )  # fmt: skip
+        corrector = _bias_corrector(config, y[train], oof)
         fold["y_pred_corrected"] = (
             corrector.transform(y[test], pred) if corrector is not None else pred
         )
+        entry["bias_correction"] = _bias_entry(config, corrector)
     return f"{target}/{label}/{scheme}/fold{k}", entry, fold
 
 
-def _bias_corrector(age: np.ndarray, oof: np.ndarray) -> Any:
+def _bias_corrector(config: PretrainConfig, age: np.ndarray, oof: np.ndarray) -> Any:
     """The bias correction fitted on out-of-fold training predictions, or None.
 
-    When the predictions barely track age (tiny or uninformative training sets), dividing by
-    their slope would amplify noise: the corrected prediction is then the uncorrected one,
-    and the final model's sidecar carries no correction (``morphml predict`` then reports the
-    uncorrected age in both columns).
+    None when ``bias_correction.method`` is ``none``, and for the Cole correction when the
+    predictions barely track age (slope not above ``min_slope``): dividing by that slope
+    would amplify noise. The corrected prediction is then the uncorrected one, and the final
+    model's sidecar carries no correction (``morphml predict`` then reports the uncorrected
+    age in both columns). The Beheshti correction divides by nothing and always applies.
     """
     from morphml.models import AgeBiasCorrector, BiasCorrectionError
 
+    spec = config.bias_correction
+    if spec.method == "none":
+        return None
     try:
-        return AgeBiasCorrector().fit(age, oof)
+        return AgeBiasCorrector(method=spec.method, min_slope=spec.min_slope).fit(age, oof)
     except BiasCorrectionError:
         return None
+
+
+def _bias_oof(
+    config: PretrainConfig,
+    meta: pd.DataFrame,
+    scheme: str,
+    train: np.ndarray,
+    build: Any,
+    result: Any,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    seed: int,
+) -> np.ndarray:
+    """Out-of-fold predictions of the training set that the bias correction is fitted on.
+
+    The tuning's inner out-of-fold predictions of the best parameters, or, with
+    ``bias_correction.folds``, those of the best parameters refitted on that many inner
+    folds (whole sites held out after a leave-site-out split, as in tuning).
+    """
+    spec = config.bias_correction
+    if spec.folds is None or spec.method == "none":
+        return np.asarray(result.oof, dtype=np.float64)
+    splits = inner_splits(scheme, meta, train, folds=spec.folds, seed=seed)
+    oof = np.full(len(y), np.nan)
+    for fit_rows, held in splits:
+        model = build(result.params).fit(X.iloc[fit_rows], y[fit_rows])
+        oof[held] = predict_scores(model, X.iloc[held], "regression")
+    return oof
+
+
+def _bias_entry(config: PretrainConfig, corrector: Any) -> dict[str, Any]:
+    """What one fold's correction was (for the manifest and the metrics' summary)."""
+    if corrector is None:
+        return {"method": "none", "configured": config.bias_correction.method}
+    return {
+        "method": corrector.method,
+        "intercept": corrector.intercept_,
+        "slope": corrector.slope_,
+    }
 
 
 def _site_columns_for(X: pd.DataFrame, train: np.ndarray, test: np.ndarray) -> pd.DataFrame:
@@ -685,6 +790,7 @@ def _score(
             "regression", y, p, preds["site"].astype(str).to_numpy(), n_boot=n_boot,
             random_state=seed,
         )  # fmt: skip
+        _mark_narrow_sites(out["per_site"], preds)
     else:
         out = dict(classification_metrics(y, p, groups=groups, n_boot=n_boot, random_state=seed))
         out["per_site"] = per_group_metrics(
@@ -692,6 +798,33 @@ def _score(
             random_state=seed,
         )  # fmt: skip
     return out
+
+
+#: within a site whose ages have a smaller SD (years), R² is not a meaningful accuracy
+NARROW_AGE_SD = 5.0
+
+
+def _mark_narrow_sites(per_site: dict[str, Any], preds: pd.DataFrame) -> None:
+    """Add ``age_sd`` and ``r2_meaningful`` to each site's brain-age metrics.
+
+    R² compares the error with the variance of age *within the site*: at a site whose people
+    are all 20-25, a 4-year MAE gives a hugely negative R² although the predictions are as
+    good as elsewhere. R² is marked not meaningful where the site's age SD is below
+    ``NARROW_AGE_SD`` years (the report then hides it); MAE and mean gap stay meaningful.
+    """
+    sd = preds.groupby(preds["site"].astype(str))["y_true"].std(ddof=1)
+    for site, entry in per_site.items():
+        value = sd.get(site)
+        if value is None or not np.isfinite(value):
+            continue
+        entry["age_sd"] = float(value)
+        if "skipped" not in entry:
+            entry["r2_meaningful"] = bool(value >= NARROW_AGE_SD)
+            if value < NARROW_AGE_SD:
+                entry["r2_note"] = (
+                    f"age SD {value:.1f} < {NARROW_AGE_SD:g} years: R² within so narrow an "
+                    "age range is not a meaningful accuracy"
+                )
 
 
 def _final_models(
@@ -799,7 +932,11 @@ def _final_model(
         },
     }
     if target == "age":
-        corrector = _bias_corrector(y, result.oof)
+        oof = _bias_oof(
+            config, frame.meta, "kfold", all_idx, build, result, X, y,
+            stable_seed(config.seed, "final-bias", target, label),
+        )  # fmt: skip
+        corrector = _bias_corrector(config, y, oof)
         if corrector is not None:
             sidecar["bias_correction"] = corrector.to_dict()
     stem = run_dir / "models" / f"{target}-{label}"

@@ -376,6 +376,24 @@ def format_table(metrics: dict[str, Any]) -> str:
             )
     sel = metrics["selected"]
     lines.append(f"selected: {sel['representation']} (n_train={sel['n_train']})")
+    headline = metrics.get("headline")
+    if headline is None:  # runs written before the key
+        from morphml.transfer._protocol import headline as make_headline
+
+        headline = make_headline(metrics)
+    lines.append(f"headline: {headline['statement']}")
     if metrics.get("permutation_p") is not None:
-        lines.append(f"permutation p = {metrics['permutation_p']:.4f}")
+        perm = metrics.get("permutation") or {}
+        n = perm.get("permutations")
+        p = float(metrics["permutation_p"])
+        floor = 1.0 / (n + 1) if isinstance(n, int) and n > 0 else None
+        shown = (
+            f"p <= {floor:.4f} (the floor of {n} permutations)"
+            if floor is not None and p <= floor * (1 + 1e-9)
+            else f"p = {p:.4f}"
+        )
+        lines.append(
+            f"permutation test against chance (not against raw): {shown}"
+            + (f", {n} permutations" if n and floor is not None and p > floor * (1 + 1e-9) else "")
+        )
     return "\n".join(lines)

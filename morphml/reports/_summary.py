@@ -278,14 +278,33 @@ def _performance(metrics: dict[str, Any]) -> dict[str, Any]:
                 }  # fmt: skip
                 if target == "sex":
                     row["n_pos"] = m.get("n_pos")
+                if target == "age" and m.get("bias_correction"):
+                    row["correction"] = _correction_label(m["bias_correction"])
                 for key, _ in spec:
                     row[key] = _cell(m, key)
                 rows.append(row)
         columns = [("model", "model"), ("scheme", "validation"), ("n", "scans")]
         if target == "sex":
             columns.append(("n_pos", "male"))
-        out[target] = _table([*columns, *spec], rows)
+        extra = []
+        if target == "age" and any(r.get("correction") for r in rows):
+            extra = [("correction", "bias correction")]
+        out[target] = _table([*columns, *spec, *extra], rows)
     return out
+
+
+def _correction_label(bias: dict[str, Any]) -> str:
+    """How the corrected columns of a brain-age row were made, in a few words."""
+    method = str(bias.get("method"))
+    if method == "none":
+        return "none"
+    text = {"beheshti": "Beheshti (uses the known age)", "cole": "Cole / de Lange"}.get(
+        method, method
+    )
+    folds, done = bias.get("folds"), bias.get("folds_corrected")
+    if folds is not None and done is not None and done < folds:
+        text += f"; {folds - done} of {folds} folds uncorrected (slope too small)"
+    return text
 
 
 def _per_site(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -301,7 +320,11 @@ def _per_site(metrics: dict[str, Any]) -> dict[str, Any]:
         for model, schemes in models.items():
             for scheme, m in schemes.items():
                 for site, g in (m.get("per_site") or {}).items():
-                    rows.append(_group_row(model, scheme, "site", site, g, keys))
+                    row = _group_row(model, scheme, "site", site, g, keys)
+                    if g.get("r2_meaningful") is False:  # narrow age range: R² hidden
+                        row["r2"] = None
+                        row["note"] = "; ".join(filter(None, [row["note"], g.get("r2_note")]))
+                    rows.append(row)
         columns = [("model", "model"), ("scheme", "validation"), ("site", "site"), ("n", "scans")]
         out[target] = _table([*columns, *keys, ("note", "note")], rows)
     return out
@@ -429,7 +452,9 @@ def _final_models(run: Path, manifest: dict[str, Any]) -> dict[str, Any]:
             "n_training_scans": sidecar.get("n_training_scans"),
             "bias_correction": None if bias is None else {
                 "slope": bias.get("slope"), "intercept": bias.get("intercept"),
-                "method": bias.get("method"),
+                # sidecars before the methods were named: 'linear-beheshti' computed Cole's
+                "method": "cole" if bias.get("method") == "linear-beheshti"
+                else bias.get("method"),
             },
         })  # fmt: skip
     return {"models": rows}
@@ -597,7 +622,8 @@ def _transfer(
         "table": _table(columns, rows),
         "learning_curve": curves,
         "selected": selected,
-        "permutation": metrics.get("permutation"),
+        "headline": _headline(metrics),
+        "permutation": _permutation_view(metrics.get("permutation")),
         "permutation_p": metrics.get("permutation_p"),
         "protocol": config.protocol.model_dump(mode="json"),
         "covariates": list(config.covariates),
@@ -606,6 +632,32 @@ def _transfer(
         "seconds": metrics.get("seconds") or {},
         "reference": reference_section(run),
     }  # fmt: skip
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The selected representation's Δ vs raw (rebuilt for runs written before the key)."""
+    from morphml.transfer._protocol import headline
+
+    if metrics.get("headline"):
+        return dict(metrics["headline"])
+    try:
+        return headline(metrics)
+    except (KeyError, TypeError, ValueError):  # an incomplete metrics.json shows no headline
+        return None
+
+
+def _permutation_view(perm: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The permutation result with what it tests and its floor (also for older runs)."""
+    if not perm:
+        return None
+    out = dict(perm)
+    n = out.get("permutations")
+    if isinstance(n, int) and n > 0 and "p_floor" not in out:
+        out["p_floor"] = 1.0 / (n + 1)
+        p = out.get("p")
+        out["at_floor"] = isinstance(p, (int, float)) and p <= out["p_floor"] * (1 + 1e-9)
+    out.setdefault("tests", "against chance")
+    return out
 
 
 # --- the summary ----------------------------------------------------------------------------
@@ -730,6 +782,10 @@ def summarize(
                 "allow_outcome_covariate": spec.allow_outcome_covariate,
                 "diagnostics": harm,
             }  # fmt: skip
+        confounding = metrics.get("site_confounding") or {}
+        summary["features"]["site_confounding"] = confounding or None
+        if confounding.get("warning"):
+            warnings.append(f"Site–outcome confounding: {confounding['warning']}.")
         section, preds = _pretrain(run, manifest, config, metrics)
         summary["pretrain"] = section
         if summary["cohort"].get("age_histogram") is None:
