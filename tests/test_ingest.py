@@ -346,7 +346,10 @@ def test_sigkill_during_ingest_leaves_database_as_before(tmp_path: Path) -> None
     while killed < 3 and rounds < 15:  # kill at random points until three landed mid-ingest
         rounds += 1
         db.write_bytes(template)  # the state before the ingest, every round
-        Path(str(db) + ".wal").unlink(missing_ok=True)
+        # every write-ahead file a killed DuckDB can leave (.wal, .wal.checkpoint,
+        # .wal.recovery): a leftover of the previous round is not the state before
+        for leftover in db.parent.glob(db.name + ".wal*"):
+            leftover.unlink()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)  # fmt: skip
         time.sleep(full * rng.uniform(0.1, 0.8))

@@ -143,7 +143,7 @@ def test_readme_tutorial_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     steps = _tutorial(tmp_path)
     assert steps, "no tutorial commands after the export lines"
     env = steps[0][1]
-    Path(env["MORPHML_DB"]).parent.mkdir(parents=True, exist_ok=True)
+    assert not Path(env["MORPHML_DB"]).parent.exists()  # ingest creates the database's folder
     quick = {"simulate", "ingest", "db", "qc"}
     ran = set()
     fit_args: list[str] = []

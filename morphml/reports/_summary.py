@@ -515,6 +515,7 @@ def _pretrain(
         "per_sex": per_sex,
         "per_sex_note": per_sex_note,
         "final_models": _final_models(run, manifest),
+        "bias_method": config.bias_correction.method,
         "age_points": [] if preds is None else _age_points(
             preds, stable_seed(config.seed, "report-points")
         ),
