@@ -443,7 +443,8 @@ def test_stale_pretrain_run_is_refused_unless_allowed(
              allow_unreachable=True)  # fmt: skip
     config = parse_config(
         transfer_config(
-            representations=["raw"], protocol={"folds": 3, "repeats": 1, "train_sizes": ["all"]}
+            representations=["raw"],
+            protocol={"folds": 3, "repeats": 1, "train_sizes": ["all"], "permutations": 0},
         )
     )
     with pytest.raises(TransferError, match="stale"):
@@ -479,7 +480,7 @@ def test_cli_transfer_and_bad_pretrained(
         yaml.safe_dump(
             transfer_config(
                 representations=["raw", "brain_age_gap"],
-                protocol={"folds": 3, "repeats": 1, "train_sizes": ["all"]},
+                protocol={"folds": 3, "repeats": 1, "train_sizes": ["all"], "permutations": 20},
             )
         )
     )
