@@ -8,13 +8,20 @@ Prints files/s and MB/s for
 and the ratio of each to the baseline. Target (issue 2): >= 10,000 files/s on one core.
 freesurfer-stats, for reference, reads about 420 cortical files/s on this machine.
 
-Usage: python benchmarks/bench_read.py [--repeat N] [--data DIR]
+With ``--freesurfer-stats PYTHON`` (an interpreter where the ``freesurfer-stats`` package is
+installed, e.g. a throwaway venv: it pins pandas<2 and numpy<2, so never the project's), it
+also times ``CorticalParcellationStats.read`` on every cortical ``?h.aparc*.stats`` file it can
+read, and morphml's batch reader on the same files, back to back; goal (issue 18) >= 24x.
+
+Usage: python benchmarks/bench_read.py [--repeat N] [--data DIR] [--freesurfer-stats PYTHON]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -27,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--freesurfer-stats", type=Path, default=None, metavar="PYTHON")
     args = parser.parse_args()
     files = sorted(
         p for p in args.data.rglob("*.stats") if p.is_file() and not p.name.endswith("curv.stats")
@@ -72,6 +80,58 @@ def main() -> None:
     rate = n / results["morphml batch"]
     print(f"target >= 10,000 files/s on one core: {'MET' if rate >= 10_000 else 'NOT MET'}"
           f" ({rate:,.0f}); cpu count {os.cpu_count()}")  # fmt: skip
+    if args.freesurfer_stats:
+        _against_freesurfer_stats(args.freesurfer_stats, args.data, args.repeat)
+
+
+#: run by the other interpreter: times freesurfer-stats on the files it can read
+_FS_TIMER = """
+import json, sys, time
+from freesurfer_stats import CorticalParcellationStats
+files, repeat = json.loads(sys.argv[1]), int(sys.argv[2])
+ok = []
+for f in files:
+    try:
+        CorticalParcellationStats.read(f).structural_measurements
+        ok.append(f)
+    except Exception:
+        pass
+best = float("inf")
+for _ in range(3):
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        for f in ok:
+            CorticalParcellationStats.read(f).structural_measurements
+    best = min(best, time.perf_counter() - t0)
+print(json.dumps({"files": ok, "seconds": best}))
+"""
+
+
+def _against_freesurfer_stats(python: Path, data: Path, repeat: int) -> None:
+    cortical = sorted(str(p) for p in data.rglob("?h.aparc*.stats") if p.is_file())
+    done = subprocess.run(
+        [str(python), "-c", _FS_TIMER, json.dumps(cortical), str(repeat)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    theirs = json.loads(done.stdout.strip().splitlines()[-1])
+    files = theirs["files"]
+    read_stats_files(files, content_hash=False)  # warm
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            read_stats_files(files, content_hash=False)
+        best = min(best, time.perf_counter() - t0)
+    n = len(files) * repeat
+    ratio = theirs["seconds"] / best
+    print(
+        f"freesurfer-stats {n / theirs['seconds']:>8,.0f} files/s on {len(files)} cortical files"
+        f" x{repeat}; morphml batch {n / best:>8,.0f} files/s: x{ratio:.1f} faster "
+        f"(goal >= 24x: {'MET' if ratio >= 24 else 'NOT MET'}); load "
+        f"{os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -109,6 +109,16 @@ def _transfer(text: str) -> list[Figure]:
                    None if wall is None else wall / 600)]  # fmt: skip
 
 
+def _export(text: str) -> list[Figure]:
+    found = re.search(r"^export parquet: ([\d,]+) x", text, flags=re.MULTILINE)
+    wall = _num(r"^  this checkout\s+([\d.]+) s wall", text)
+    if not found or wall is None:
+        return [Figure("export", "wide export to Parquet", None, "s", "<= 5 s at 10k", None)]
+    per_10k = wall * 10_000 / float(found.group(1).replace(",", ""))
+    return [Figure("export", "wide export to Parquet, per 10k scans", per_10k, "s",
+                   "<= 5 s at 10k", per_10k / 5)]  # fmt: skip
+
+
 def _benches(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str], Callable]]:
     q = args.quick
     py = [sys.executable]
@@ -116,6 +126,9 @@ def _benches(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str],
         ("read", [*py, str(HERE / "bench_read.py"), "--repeat", "3" if q else "30"], _read),
         ("ingest", [*py, str(HERE / "bench_ingest.py"), "--workdir", str(work / "ingest"),
                     "--subjects", *(["150", "600"] if q else ["1000", "10000"])], _ingest),
+        ("export", [*py, str(HERE / "bench_export.py"), "--workdir", str(work),
+                    "--baseline", "none", *(["--scans", "2000", "--repeat", "1"] if q else [])],
+         _export),
         ("harmonise", [*py, str(HERE / "bench_harmonise.py"),
                        *(["--scans", "2000", "--features", "300", "--repeat", "1"] if q else [])],
          _harmonise),
@@ -136,7 +149,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (minutes)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--baseline", type=Path, help="the --json of an earlier run")
-    parser.add_argument("--only", help="comma-separated: read,ingest,harmonise,fit,transfer")
+    parser.add_argument(
+        "--only", help="comma-separated: read,ingest,export,harmonise,fit,transfer"
+    )
     parser.add_argument("--transfer-db", type=Path)
     parser.add_argument("--pretrained", type=Path)
     parser.add_argument("--timeout", type=float, default=None, help="seconds per benchmark")

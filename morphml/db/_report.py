@@ -9,9 +9,12 @@ array without a copy. 10,000 scans x 4,000 features (40 million values) take a f
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import os
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -354,7 +357,8 @@ def export_wide(
         con.register("morphml_export_rows", row_ids)
         con.register("morphml_export_features", feats.select(["feature_idx"]))
         try:
-            matrix = _scatter_measures(con, feats.column("feature_idx").to_numpy(), n)
+            every = not atlases and not measures
+            matrix = _scatter_measures(con, feats.column("feature_idx").to_numpy(), n, every=every)
             phenotypes = _phenotype_columns(con, n)
         finally:
             con.unregister("morphml_export_rows")
@@ -462,32 +466,77 @@ def _selected_scans(con: duckdb.DuckDBPyConnection, sources: Sequence[str] | Non
 
 
 def _scatter_measures(
-    con: duckdb.DuckDBPyConnection, feature_idx: np.ndarray, n_rows: int
+    con: duckdb.DuckDBPyConnection, feature_idx: np.ndarray, n_rows: int, *, every: bool = False
 ) -> np.ndarray:
     """The (n_features, n_rows) matrix of the selected scans and features, NaN where missing.
 
     Column-major on purpose: each feature's values are contiguous, so each becomes an Arrow
-    array without a copy.
+    array without a copy. DuckDB's join runs in a background thread (it releases the GIL)
+    while this thread scatters the batches it has already produced, so the two overlap.
+    ``every`` says that every feature of the database is selected: the features filter is
+    then left out of the query.
     """
     n_features = len(feature_idx)
     # feature_idx -> offset of its column in the flat matrix
     offset = np.zeros(int(feature_idx.max()) + 1, dtype=np.int64)
     offset[feature_idx] = np.arange(n_features, dtype=np.int64) * n_rows
     flat = np.full(n_features * n_rows, np.nan)
+    semi = "" if every else "SEMI JOIN morphml_export_features f USING (feature_idx)"
     result = con.execute(
-        """
+        f"""
         SELECT r.row_id, m.feature_idx, m.value
         FROM measures m
         JOIN morphml_export_rows r USING (scan_key)
-        SEMI JOIN morphml_export_features f USING (feature_idx)
+        {semi}
         """
     )
-    for batch in _arrow_reader(result, 1 << 20):
+    for batch in _prefetched(_arrow_reader(result, 1 << 20)):
         rows = batch.column(0).to_numpy()
         pos = offset[batch.column(1).to_numpy()]
         pos += rows
         flat[pos] = batch.column(2).to_numpy(zero_copy_only=False)
     return flat.reshape(n_features, n_rows)
+
+
+def _prefetched(reader: pa.RecordBatchReader, depth: int = 3) -> Iterator[pa.RecordBatch]:
+    """The reader's batches, read ahead by a background thread (at most ``depth`` waiting).
+
+    An error in the reader is raised here; when the consumer stops early, the thread stops
+    at its next batch.
+    """
+    ready: queue.Queue[pa.RecordBatch | BaseException | None] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        item: pa.RecordBatch | BaseException | None = None
+        try:
+            for batch in reader:
+                while not stop.is_set():
+                    try:
+                        ready.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            item = exc
+        ready.put(item)
+
+    thread = threading.Thread(target=produce, name="morphml-export-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.1)
+        thread.join()
 
 
 def _phenotype_columns(con: duckdb.DuckDBPyConnection, n_rows: int) -> dict[str, pa.Array]:
