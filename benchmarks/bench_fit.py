@@ -9,11 +9,14 @@ Run it again with ``--device cuda`` on a machine with a GPU.
 
 Usage: python benchmarks/bench_fit.py [--subjects 10000] [--trials 20]
        [--models ridge,xgboost] [--targets age,sex] [--device cpu] [--jobs 2]
-       [--workdir DIR]
+       [--workdir DIR] [--pruners median,halving,none]
 
 ``--models ridge`` gives ridge for age and logistic regression for sex; ``xgboost`` adds
 XGBoost for both. Sex is always fitted with and without eTIV adjustment, as ``morphml fit``
 does. ``--jobs`` is the config's ``tuning.n_jobs`` (outer folds in parallel processes).
+``--pruners`` fits once per ``tuning.pruner`` on the same database, one after the other, and
+prints their times and metrics side by side (``none`` is exhaustive tuning: every trial runs
+to the end); the first is the baseline of the ratios.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--targets", default="age,sex")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--pruners", default="median", help="tuning.pruner values, compared")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="morphml-bench-fit-"))
     sim, db = work / "sim", work / "fit.duckdb"
@@ -72,9 +76,29 @@ def main() -> None:
         "validation": {"schemes": ["kfold"], "folds": 5, "bootstrap": 200},
         "device": args.device,
     }
+    rows = []
+    for pruner in args.pruners.split(","):
+        config["tuning"] = {**config["tuning"], "pruner": pruner}  # type: ignore[dict-item]
+        print(f"--- tuning.pruner: {pruner}")
+        rows.append((pruner, *_fit_once(config, work, db, args, names, targets)))
+    if len(rows) > 1:
+        base = rows[0][1]
+        print("side by side (kfold outer folds; MAE in years, AUC):")
+        for pruner, seconds, scores in rows:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+            print(
+                f"  {pruner:>9}: {seconds:7.0f} s (x{seconds / base:.2f} of {rows[0][0]}) {shown}"
+            )
+
+
+def _fit_once(
+    config: dict[str, object], work: Path, db: Path, args: argparse.Namespace,
+    names: list[str], targets: list[str],
+) -> tuple[float, dict[str, float]]:  # fmt: skip
+    """Run ``morphml fit`` once; print its figures; return its seconds and kfold metrics."""
     cfg_path = work / "bench-fit.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
-    run = work / f"run-{int(time.time())}"
+    run = work / f"run-{time.time_ns()}"
     cmd = [sys.executable, "-m", "morphml.cli", "fit", str(cfg_path), "--db", str(db),
            "--out", str(run)]  # fmt: skip
     t0 = time.perf_counter()
@@ -96,6 +120,18 @@ def main() -> None:
         f"{seconds / 60:.1f} min, peak RSS {peak:,.0f} MB (all its processes together)"
     )
     print(f"  target < 15 min: x{seconds / 900:.2f}; memory target < 4096 MB: x{peak / 4096:.2f}")
+    metrics = json.loads((run / "metrics.json").read_text())
+    scores = {}
+    for target, models in metrics.get("targets", {}).items():
+        for label, schemes in models.items():
+            fold = schemes.get("kfold", {})
+            for name in ("mae", "auc"):
+                value = fold.get(name)
+                if isinstance(value, dict):  # a point estimate with its interval
+                    value = value.get("estimate", value.get("value"))
+                if isinstance(value, (int, float)):
+                    scores[f"{target}/{label} {name}"] = float(value)
+    return seconds, scores
 
 
 def _run_measured(cmd: list[str], work: Path) -> tuple[int, str, str, float]:

@@ -111,6 +111,10 @@ class TuningSpec(_Strict):
     timeout: float | None = Field(default=None, gt=0)
     inner_folds: int = Field(default=3, ge=2)
     pruning: bool = True
+    #: how poor trials stop early: the median rule after each inner fold, or multi-fidelity
+    #: successive halving / Hyperband over an XGBoost trial's boosting rounds (first inner
+    #: fold); ``pruning: false`` switches any of them off
+    pruner: Literal["median", "halving", "hyperband", "none"] = "median"
     #: XGBoost: stop adding trees once an inner fold's loss has not improved for this many
     #: rounds (the number of trees is then measured, not searched); null searches it
     early_stopping_rounds: int | None = Field(default=50, ge=1)

@@ -3,8 +3,9 @@
 The study of each (target, model, scheme, outer fold) is kept in a journal file in the run
 directory, so an interrupted fit resumes where it stopped, or in a shared storage
 (PostgreSQL / SQLite URL, or a journal file) that several processes or Dask workers use at
-once. The sampler is seeded TPE; pruning (median rule over inner folds) stops poor trials
-early.
+once. The sampler is seeded TPE; pruning stops poor trials early: the median rule over the
+inner folds' losses, or (multi-fidelity) successive halving / Hyperband over the boosting
+rounds of an XGBoost trial's first inner fold.
 """
 
 from __future__ import annotations
@@ -24,7 +25,16 @@ from sklearn.metrics import log_loss, mean_absolute_error
 
 from morphml.exceptions import ConfigError
 
-__all__ = ["TuningResult", "predict_scores", "stable_seed", "storage_from", "tune"]
+__all__ = ["PRUNERS", "TuningResult", "predict_scores", "stable_seed", "storage_from", "tune"]
+
+#: pruners :func:`tune` accepts
+PRUNERS = ("median", "halving", "hyperband", "none")
+# multi-fidelity pruners: the resource is the number of trees of the first inner fold, its
+# loss reported every _REPORT_EVERY trees; the first rung is at _MIN_TREES trees
+_ROUND_PRUNERS = ("halving", "hyperband")
+_REPORT_EVERY = 25
+_MIN_TREES = 50
+_REDUCTION = 3
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -118,16 +128,21 @@ class _Objective:
     splits: list[tuple[np.ndarray, np.ndarray]]
     kind: str
     early_stopping_rounds: int | None = None
+    pruner: str = "median"
 
-    def folds(self, params: dict[str, Any]) -> Iterator[tuple[np.ndarray, np.ndarray, int | None]]:
+    def folds(
+        self, params: dict[str, Any], report: Callable[[int, float], bool] | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, int | None]]:
         """Per inner fold: its validation rows, their predictions and the early-stopped
-        number of trees (None for models without trees)."""
+        number of trees (None for models without trees). ``report`` receives the first
+        fold's boosting progress (see :func:`morphml.models.fit_early_stopped`)."""
         from morphml.models import fit_early_stopped
 
-        for tr, va in self.splits:
+        for i, (tr, va) in enumerate(self.splits):
             pred, n_trees = fit_early_stopped(
                 self.build(params), self.X.iloc[tr], self.y[tr], self.X.iloc[va], self.y[va],
                 rounds=self.early_stopping_rounds, kind=self.kind,
+                report=report if i == 0 else None, report_every=_REPORT_EVERY,
             )  # fmt: skip
             yield va, pred, n_trees
 
@@ -135,14 +150,30 @@ class _Objective:
         oof = np.full(len(self.y), np.nan)
         losses = []
         trees = []
-        for step, (va, pred, n_trees) in enumerate(self.folds(self.space(trial))):
+        by_rounds = self.pruner in _ROUND_PRUNERS
+        pruned = []
+
+        def report(n_trees: int, loss: float) -> bool:
+            trial.report(loss, n_trees)
+            if trial.should_prune():
+                pruned.append(n_trees)
+                return True
+            return False
+
+        params = self.space(trial)
+        for step, (va, pred, n_trees) in enumerate(
+            self.folds(params, report if by_rounds else None)
+        ):
+            if pruned:  # stopped by the multi-fidelity pruner inside the first fold
+                raise optuna.TrialPruned(f"pruned at {pruned[0]} trees")
             oof[va] = pred
             if n_trees is not None:
                 trees.append(n_trees)
             losses.append(_loss(self.kind, self.y[va], pred))
-            trial.report(float(np.mean(losses)), step)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
+            if not by_rounds:  # fold-level reports (the median rule)
+                trial.report(float(np.mean(losses)), step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
         if trees:  # the refit grows as many trees as the inner folds needed on average
             trial.set_user_attr(_MEASURED, {"n_estimators": round(float(np.mean(trees)))})
         return float(np.mean(losses)), oof
@@ -152,13 +183,30 @@ class _Objective:
 _MEASURED = "measured_params"
 
 
-def _sampler_pruner(seed: int, pruning: bool) -> tuple[Any, optuna.pruners.BasePruner]:
-    pruner: optuna.pruners.BasePruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-        if pruning
-        else optuna.pruners.NopPruner()
-    )
-    return optuna.samplers.TPESampler(seed=seed), pruner
+def _sampler_pruner(seed: int, pruner: str) -> tuple[Any, optuna.pruners.BasePruner]:
+    from morphml.models import XGB_MAX_TREES
+
+    chosen: optuna.pruners.BasePruner
+    if pruner == "median":
+        chosen = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    elif pruner == "halving":
+        chosen = optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=_MIN_TREES, reduction_factor=_REDUCTION
+        )
+    elif pruner == "hyperband":
+        chosen = optuna.pruners.HyperbandPruner(
+            min_resource=_MIN_TREES, max_resource=XGB_MAX_TREES, reduction_factor=_REDUCTION
+        )
+    elif pruner == "none":
+        chosen = optuna.pruners.NopPruner()
+    else:
+        raise ConfigError(f"tuning pruner must be one of {', '.join(PRUNERS)}; got {pruner!r}")
+    return optuna.samplers.TPESampler(seed=seed), chosen
+
+
+def _pruner_name(pruning: bool, pruner: str | None) -> str:
+    """The pruner in force: ``pruning=False`` switches any pruner off."""
+    return "none" if not pruning else (pruner or "median")
 
 
 def _optimize(
@@ -168,12 +216,12 @@ def _optimize(
     seed: int,
     n_trials: int,
     timeout: float | None,
-    pruning: bool,
+    pruner_name: str,
 ) -> dict[int, np.ndarray]:
     """Run trials of a shared study (on a Dask worker); return the out-of-fold predictions
     of the trials it completed."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler, pruner = _sampler_pruner(seed, pruning)
+    sampler, pruner = _sampler_pruner(seed, pruner_name)
     study = optuna.load_study(
         study_name=study_name, storage=storage_from(storage_spec), sampler=sampler,
         pruner=pruner,
@@ -203,6 +251,7 @@ def tune(
     storage_path: Path | None = None,
     study_name: str,
     pruning: bool = True,
+    pruner: str | None = None,
     storage: str | os.PathLike[str] | None = None,
     client: Any = None,
     early_stopping_rounds: int | None = None,
@@ -215,6 +264,16 @@ def tune(
 
     Parameters
     ----------
+    pruning : bool, default=True
+        False runs every trial to the end, whatever ``pruner`` says.
+    pruner : {"median", "halving", "hyperband", "none"}, optional
+        How poor trials are stopped early (default ``"median"``): ``"median"`` compares the
+        running mean inner-fold loss with the median of earlier trials after each inner
+        fold; ``"halving"`` (successive halving) and ``"hyperband"`` are multi-fidelity:
+        an XGBoost trial with ``early_stopping_rounds`` reports its first inner fold's best
+        validation loss every 25 trees, and only the best third of the trials reaching 50,
+        150, 450, ... trees grows further (Hyperband runs several such brackets). Models
+        without boosting rounds are not pruned by them.
     early_stopping_rounds : int, optional
         XGBoost models stop adding trees once an inner validation fold's loss has not improved
         for this many rounds (see :func:`morphml.models.fit_early_stopped`); the returned
@@ -242,22 +301,23 @@ def tune(
             f"tuning {study_name}: running trials on Dask workers needs a shared study "
             "storage (--storage postgresql://... or a journal file)"
         )
-    sampler, pruner = _sampler_pruner(seed, pruning)
+    pruner_name = _pruner_name(pruning, pruner)
+    sampler, chosen = _sampler_pruner(seed, pruner_name)
     study = optuna.create_study(
         study_name=study_name,
         storage=storage_from(spec),
         sampler=sampler,
-        pruner=pruner,
+        pruner=chosen,
         direction="minimize",
         load_if_exists=True,
     )
-    objective = _Objective(build, space, X, y, splits, kind, early_stopping_rounds)
+    objective = _Objective(build, space, X, y, splits, kind, early_stopping_rounds, pruner_name)
     oofs: dict[int, np.ndarray] = {}
     done = len([t for t in study.trials if t.state.is_finished()])
     remaining = max(trials - done, 0)
     if remaining and client is not None:
         oofs = _optimize_on_dask(
-            client, objective, str(spec), study_name, seed, remaining, timeout, pruning
+            client, objective, str(spec), study_name, seed, remaining, timeout, pruner_name
         )
         study = optuna.load_study(study_name=study_name, storage=storage_from(spec))
     elif remaining:
@@ -292,7 +352,7 @@ def _optimize_on_dask(
     seed: int,
     remaining: int,
     timeout: float | None,
-    pruning: bool,
+    pruner_name: str,
 ) -> dict[int, np.ndarray]:
     """Split the remaining trials over the cluster's worker threads: each task runs its share
     of the one study (so the total is exact) with its own seeded sampler."""
@@ -314,7 +374,7 @@ def _optimize_on_dask(
                 stable_seed(seed, "worker", i),
                 share,
                 timeout,
-                pruning,
+                pruner_name,
                 pure=False,
             )
             for i, share in enumerate(shares)

@@ -424,6 +424,8 @@ def fit_early_stopped(
     *,
     rounds: int | None,
     kind: str,
+    report: Callable[[int, float], bool] | None = None,
+    report_every: int = 25,
 ) -> tuple[np.ndarray, int | None]:
     """Fit a pipeline on ``(X, y)`` and predict ``X_val``; XGBoost stops adding trees early.
 
@@ -446,6 +448,12 @@ def fit_early_stopped(
         Early-stopping patience; None fits the model as configured.
     kind : {"regression", "classification"}
         What to predict: values, or P(class 1).
+    report : callable, optional
+        With early stopping: called as ``report(trees, loss)`` every ``report_every`` trees
+        with the lowest validation loss reached so far (the early-stopping metric); training
+        stops when it returns True (a multi-fidelity pruner's verdict).
+    report_every : int, default=25
+        Trees between two calls of ``report``.
 
     Returns
     -------
@@ -483,11 +491,34 @@ def fit_early_stopped(
         Xv = front.transform(X_val)
     yt, yv = (final.func(y), final.func(y_val)) if wrapped else (y, y_val)
     booster = clone(booster).set_params(early_stopping_rounds=rounds)
+    if report is not None:
+        booster.set_params(callbacks=[_round_reporter(report, report_every)])
     booster.fit(Xt, yt, eval_set=[(Xv, yv)], verbose=False)
     pred = _scores(booster, Xv, kind)  # XGBoost predicts with the trees up to the best round
     if wrapped:
         pred = np.asarray(final.inverse_func(pred), dtype=np.float64)
     return pred, int(booster.best_iteration) + 1
+
+
+def _round_reporter(report: Callable[[int, float], bool], every: int) -> Any:
+    """An XGBoost training callback passing the best validation loss so far to ``report``
+    every ``every`` trees (and stopping training when it returns True)."""
+    from xgboost.callback import TrainingCallback
+
+    class _Reporter(TrainingCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.best = float("inf")
+
+        def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+            [history] = evals_log.values()  # the one validation set
+            losses = list(history.values())[-1]  # XGBoost stops on the last metric
+            latest = losses[-1]
+            self.best = min(self.best, float(latest[0] if isinstance(latest, tuple) else latest))
+            trees = epoch + 1
+            return trees % every == 0 and bool(report(trees, self.best))
+
+    return _Reporter()
 
 
 def _scores(estimator: Any, X: Any, kind: str) -> np.ndarray:

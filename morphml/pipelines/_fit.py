@@ -652,6 +652,7 @@ def _outer_fold(
             f"{target}-{label}-{scheme}-fold{k}",
         ),
         pruning=config.tuning.pruning,
+        pruner=config.tuning.pruner,
         early_stopping_rounds=config.tuning.early_stopping_rounds,
         callbacks=_trial_callbacks(f"{target}/{label}/{scheme}/fold{k}"),
     )
@@ -912,6 +913,7 @@ def _final_model(
             f"{target}-{label}-final",
         ),
         pruning=config.tuning.pruning,
+        pruner=config.tuning.pruner,
         early_stopping_rounds=config.tuning.early_stopping_rounds,
         callbacks=_trial_callbacks(f"{target}/{label}/final"),
     )
