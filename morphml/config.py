@@ -349,8 +349,14 @@ def parse_config(data: Any, *, source: str = "config") -> PretrainConfig | Trans
     if kind not in _KINDS:
         raise ConfigError(f"{source}: 'kind' must be one of {sorted(_KINDS)}, got {kind!r}")
     model = _KINDS[kind]
+    return validate_model(model, data, source)  # type: ignore[return-value]
+
+
+def validate_model(model: type[BaseModel], data: dict[str, Any], source: str) -> BaseModel:
+    """``model.model_validate(data)`` with pydantic's first error as one :class:`ConfigError`
+    line: an unknown key names the closest valid one; a check across keys gives its message."""
     try:
-        return model.model_validate(data)  # type: ignore[return-value]
+        return model.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         loc = tuple(first["loc"])

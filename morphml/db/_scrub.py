@@ -18,6 +18,7 @@ check read; it never names the person.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -127,12 +128,11 @@ def _scrub_parquet(path: Path, keys: set[str]) -> int:
     if not columns:
         return 0
     wanted = pa.array(sorted(keys), type=pa.string())
-    drop = None
-    for column in columns:
-        hit = pc.is_in(pc.cast(table[column], pa.string()), value_set=wanted)
-        hit = pc.fill_null(hit, False)
-        drop = hit if drop is None else pc.or_(drop, hit)
-    assert drop is not None
+    hits = [
+        pc.fill_null(pc.is_in(pc.cast(table[c], pa.string()), value_set=wanted), False)
+        for c in columns
+    ]
+    drop = functools.reduce(pc.or_, hits)
     n = int(pc.sum(drop).as_py() or 0)
     if n:
         kept = table.filter(pc.invert(drop))

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from threadpoolctl import threadpool_limits
 
 from morphml._version import __version__
@@ -79,7 +79,7 @@ def load_reference_config(path: str | os.PathLike[str]) -> ReferenceBuildConfig:
     from pathlib import Path
 
     from morphml._utils import read_yaml
-    from morphml.config import _closest_key
+    from morphml.config import validate_model
 
     p = Path(path)
     data = read_yaml(p, ConfigError, f"{p}: config file not found")
@@ -87,18 +87,7 @@ def load_reference_config(path: str | os.PathLike[str]) -> ReferenceBuildConfig:
         raise ConfigError(f"{p}: expected a mapping of keys, got {type(data).__name__}")
     if data.get("kind") != "reference":
         raise ConfigError(f"{p}: 'kind' must be 'reference', got {data.get('kind')!r}")
-    try:
-        return ReferenceBuildConfig.model_validate(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = tuple(first["loc"])
-        where = ".".join(str(part) for part in loc[:-1]) or "the top level"
-        if first["type"] == "extra_forbidden":
-            key = str(loc[-1])
-            close = _closest_key(ReferenceBuildConfig, loc[:-1], key)
-            hint = f"; did you mean {close!r}?" if close else ""
-            raise ConfigError(f"{p}: unknown key {key!r} at {where}{hint}") from None
-        raise ConfigError(f"{p}: {'.'.join(str(x) for x in loc)}: {first['msg']}") from None
+    return validate_model(ReferenceBuildConfig, data, str(p))  # type: ignore[return-value]
 
 
 def _raw_spec(features: ReferenceFeatures) -> FeatureSpec:
