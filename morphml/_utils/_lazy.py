@@ -4,7 +4,7 @@
 import packages that take seconds to load (XGBoost, Optuna, Dask, pandas). Those commands are
 registered by name with the module that defines them and the one-line help ``--help`` lists;
 the module is imported when the command is invoked (or its own ``--help`` is asked for).
-``tests/test_cli.py`` checks that each listed help matches the command's own docstring.
+``tests/test_cli_startup.py`` checks that each listed help matches the command's own docstring.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """The morphometry database: one DuckDB file, pseudonymous, schema-versioned."""
 
+from morphml.db._discover import discover
+from morphml.db._errors import database_error, is_duckdb_error
 from morphml.db._ingest import IngestSummary, ingest
 from morphml.db._privacy import PseudonymKey, check_key, default_key_path, load_key
 from morphml.db._report import ExportResult, database_info, export_wide, format_info
@@ -17,12 +19,15 @@ __all__ = [
     "check_key",
     "check_stale_run",
     "connect",
+    "database_error",
     "database_info",
     "db_path",
     "default_key_path",
+    "discover",
     "export_wide",
     "format_info",
     "ingest",
+    "is_duckdb_error",
     "is_withdrawn",
     "load_key",
     "record_run",

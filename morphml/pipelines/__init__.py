@@ -3,7 +3,7 @@
 from morphml.pipelines._demo import DemoResult, run_demo
 from morphml.pipelines._evaluate import EvaluationResult, evaluate_run
 from morphml.pipelines._fit import RunResult, fit_pretrain, package_versions
-from morphml.pipelines._predict import predict_run
+from morphml.pipelines._predict import in_sample_count, predict_run, predictions
 from morphml.pipelines._transfer import TransferResult, fit_transfer
 
 __all__ = [
@@ -14,7 +14,9 @@ __all__ = [
     "evaluate_run",
     "fit_pretrain",
     "fit_transfer",
+    "in_sample_count",
     "package_versions",
     "predict_run",
+    "predictions",
     "run_demo",
 ]

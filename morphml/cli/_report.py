@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from morphml._utils._cli import friendly
+from morphml.cli._errors import friendly
 
 __all__ = ["report_command"]
 

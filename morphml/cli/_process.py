@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from morphml._utils._cli import UsageError, friendly
+from morphml.cli._errors import UsageError, friendly
 
 __all__ = ["process_command"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from morphml._utils._cli import friendly
+from morphml.cli._errors import friendly
 from morphml.exceptions import AuditError
 
 __all__ = ["audit"]

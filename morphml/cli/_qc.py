@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from morphml._utils._cli import UsageError, friendly
+from morphml.cli._errors import UsageError, friendly
 
 __all__ = ["qc_command"]
 

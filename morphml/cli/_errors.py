@@ -1,4 +1,4 @@
-"""Shared pieces of the ``morphml`` command line (used by every command module)."""
+"""How every ``morphml`` command reports an error: one line on stderr, exit status 2."""
 
 from __future__ import annotations
 
@@ -36,11 +36,9 @@ def one_line(err: BaseException) -> str | None:
         what = err.strerror or type(err).__name__
         other = f" -> {err.filename2}" if err.filename2 is not None else ""
         return f"{name}{other}: {what}; check that the file exists and can be read (or written)"
-    from morphml.db._errors import database_error, is_duckdb_error
+    from morphml.db import database_error, db_path, is_duckdb_error
 
     if is_duckdb_error(err):
-        from morphml.db._store import db_path
-
         ctx = click.get_current_context(silent=True)
         given = ctx.params.get("db") if ctx is not None else None
         return str(database_error(db_path(given), err, doing="use"))
