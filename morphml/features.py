@@ -24,7 +24,14 @@ from morphml.config import CohortSpec, FeatureSpec
 from morphml.db import connect
 from morphml.exceptions import ConfigError
 
-__all__ = ["SITE_PREFIX", "FeatureFrame", "apply_row_transforms", "load_frame"]
+__all__ = [
+    "SITE_PREFIX",
+    "FeatureFrame",
+    "apply_row_transforms",
+    "cohort_scans",
+    "load_frame",
+    "with_meta",
+]
 
 #: prefix of the one-hot site indicator columns
 SITE_PREFIX = "site="
@@ -75,7 +82,25 @@ class FeatureFrame:
         return FeatureFrame(self.X.loc[keep], self.meta.loc[keep])
 
 
-def _scans(con: duckdb.DuckDBPyConnection, cohort: CohortSpec) -> pd.DataFrame:
+def cohort_scans(con: duckdb.DuckDBPyConnection, cohort: CohortSpec) -> pd.DataFrame:
+    """The scans a cohort selects: one row per scan key, with its phenotypes.
+
+    Applies the cohort's sources, age range, phenotype filters, QC exclusions and
+    first-session rule, in that order; no features are read.
+
+    Parameters
+    ----------
+    con : duckdb.DuckDBPyConnection
+        An open morphml database.
+    cohort : CohortSpec
+        A config's ``cohort`` section.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by ``scan_key``: subject key, source, site, session, age, sex, software,
+        version and one column per phenotype.
+    """
     meta = con.execute(
         "SELECT s.scan_key, s.subject_key, s.source, s.site, s.session, s.age, j.sex, "
         "s.software, s.version FROM scans s JOIN subjects j USING (subject_key) "
@@ -193,7 +218,7 @@ def load_frame(
     if con is None:
         with connect(db, read_only=True) as own:
             return load_frame(db, cohort, spec, con=own)
-    meta = _scans(con, cohort)
+    meta = cohort_scans(con, cohort)
     if meta.empty:
         raise ConfigError(
             "the cohort is empty: no scan matches cohort.sources/filters/ages/qc "
@@ -279,6 +304,16 @@ def target_vector(meta: pd.DataFrame, target: str) -> tuple[np.ndarray, np.ndarr
         mask = sex.isin(["M", "F"]).to_numpy()
         return y, mask
     raise ConfigError(f"unknown target {target!r}; expected age or sex")
+
+
+def with_meta(X: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    """``X`` plus the ``meta:site``, ``meta:age`` and ``meta:sex`` columns ComBat reads."""
+    sex, known = target_vector(meta, "sex")
+    out = X.copy()
+    out["meta:site"] = meta["site"].fillna("unknown").astype(str).to_numpy()
+    out["meta:age"] = meta["age"].to_numpy(np.float64)
+    out["meta:sex"] = np.where(known, sex, np.nan)
+    return out
 
 
 def describe(frame: FeatureFrame) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from morphml._utils._threads import (
     threads_section,
     worker_threads,
 )
-from morphml.transfer._protocol import compare_representations
+from morphml.evaluation import compare_representations
 
 
 def _pools() -> dict[str, int]:

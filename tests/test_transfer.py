@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from morphml.cli import cli
 from morphml.config import parse_config
 from morphml.db import connect, ingest
+from morphml.evaluation import compare_representations, make_splits
 from morphml.exceptions import TransferError
 from morphml.pipelines import fit_pretrain, fit_transfer
 from morphml.pipelines._transfer import load_transfer_data
@@ -21,8 +22,6 @@ from morphml.transfer import (
     HeadFactory,
     NormativeModel,
     PretrainedRun,
-    compare_representations,
-    make_splits,
 )
 
 REGIONS = ["bankssts", "cuneus", "fusiform", "insula", "lingual", "precuneus", "superiorfrontal"]

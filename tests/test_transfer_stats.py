@@ -12,9 +12,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from morphml.evaluation import compare_representations
 from morphml.pipelines._transfer import format_table
 from morphml.reports._summary import _headline, _permutation_view
-from morphml.transfer import compare_representations
 
 
 class _Columns:

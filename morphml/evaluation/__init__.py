@@ -15,6 +15,13 @@ from morphml.evaluation._metrics import (
     per_group_metrics,
     regression_metrics,
 )
+from morphml.evaluation._protocol import (
+    Comparison,
+    Split,
+    compare_representations,
+    comparison_headline,
+    make_splits,
+)
 from morphml.evaluation._splits import (
     SCHEME_KEYS,
     inner_splits,
@@ -26,11 +33,16 @@ from morphml.evaluation._tuning import TuningResult, predict_scores, stable_seed
 
 __all__ = [
     "SCHEME_KEYS",
+    "Comparison",
+    "Split",
     "TuningResult",
     "brain_age_metrics",
     "classification_metrics",
+    "compare_representations",
+    "comparison_headline",
     "corrected_resampled_ttest",
     "inner_splits",
+    "make_splits",
     "outer_splits",
     "paired_bootstrap_delta",
     "per_group_metrics",

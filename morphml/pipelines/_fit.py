@@ -43,6 +43,7 @@ from morphml.evaluation._splits import SCHEME_KEYS, inner_splits, outer_splits
 from morphml.evaluation._tuning import predict_scores, stable_seed, tune
 from morphml.exceptions import ConfigError
 from morphml.features import SITE_PREFIX, FeatureFrame, describe, load_frame, target_vector
+from morphml.features import with_meta as with_meta  # moved to features (reports uses it)
 from morphml.pipelines._progress import FitProgress, current_progress
 
 __all__ = ["RunResult", "fit_pretrain", "package_versions"]
@@ -134,16 +135,6 @@ def harmonize_step(spec: Any, target: str) -> Any:
         spline_df=spec.age_spline_df, reference_batch=spec.reference_site,
         new_batches="refuse" if spec.new_sites == "refuse" else "adapt",
     )  # fmt: skip
-
-
-def with_meta(X: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
-    """``X`` plus the ``meta:site``, ``meta:age`` and ``meta:sex`` columns ComBat reads."""
-    sex, known = target_vector(meta, "sex")
-    out = X.copy()
-    out["meta:site"] = meta["site"].fillna("unknown").astype(str).to_numpy()
-    out["meta:age"] = meta["age"].to_numpy(np.float64)
-    out["meta:sex"] = np.where(known, sex, np.nan)
-    return out
 
 
 def _variants(config: PretrainConfig, target: str) -> list[tuple[str, str, bool]]:

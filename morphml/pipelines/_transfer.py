@@ -197,6 +197,7 @@ def fit_transfer(
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
+    from morphml.evaluation import compare_representations
     from morphml.pipelines._fit import _git_commit, package_versions
     from morphml.transfer import (
         REPRESENTATIONS,
@@ -204,7 +205,6 @@ def fit_transfer(
         HeadFactory,
         NormativeModel,
         PretrainedRun,
-        compare_representations,
     )
 
     run_dir = Path(out)
@@ -378,7 +378,7 @@ def format_table(metrics: dict[str, Any]) -> str:
     lines.append(f"selected: {sel['representation']} (n_train={sel['n_train']})")
     headline = metrics.get("headline")
     if headline is None:  # runs written before the key
-        from morphml.transfer._protocol import headline as make_headline
+        from morphml.evaluation import comparison_headline as make_headline
 
         headline = make_headline(metrics)
     lines.append(f"headline: {headline['statement']}")

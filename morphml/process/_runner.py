@@ -366,10 +366,7 @@ def process(
     -------
     ProcessResult
     """
-    from morphml.scale import dask_client, load_slurm_settings
-
-    bids = Path(bids_dir).resolve()
-    out_dir = Path(out).resolve()
+    bids, out_dir = Path(bids_dir).resolve(), Path(out).resolve()
     if out_dir == bids:
         raise ProcessingError("--out must differ from the BIDS folder")
     settings = EngineSettings(
@@ -380,9 +377,90 @@ def process(
         extra_args=tuple(extra_args),
     )  # fmt: skip
     settings.check()
-    for name, value in (("jobs", jobs), ("workers", workers)):
+    _check_counts(jobs=jobs, workers=workers)
+    license_path = _license(fs_license, runner)
+    slurm = _slurm(scheduler, cluster, cluster_config)
+    gpu_ids, gpu_mode = _gpu_mode(gpus, slurm)
+    if ingest_db is not None and not source:
+        raise ProcessingError("--ingest needs --source NAME (the data source of these scans)")
+    result = _plan(bids, out_dir, settings, gpu_mode, license_path, plan_only=plan_only)
+    if plan_only:
+        return result
+    ingest_args = None if ingest_db is None else {
+        "source": str(source), "db": ingest_db, "key_file": key_file,
+        "participants": participants, "column_map": column_map,
+    }  # fmt: skip
+    cluster_args = {"cluster": cluster, "n_workers": workers, "processes": processes,
+                    "slurm": slurm}  # fmt: skip
+    return _execute(result, _scrub_pairs(bids_dir, out, result.values), gpu_mode, gpu_ids,
+                    scheduler, cluster_args, jobs, ingest_args, progress)  # fmt: skip
+
+
+def _execute(
+    result: ProcessResult,
+    scrub: tuple[tuple[str, str], ...],
+    gpu_mode: str,
+    gpu_ids: tuple[int, ...],
+    scheduler: Any,
+    cluster_args: dict[str, Any],
+    jobs: int,
+    ingest_args: dict[str, Any] | None,
+    progress: Callable[[str], None] | None,
+) -> ProcessResult:
+    """Run the steps not done yet on a Dask cluster, write the summary, ingest what finished."""
+    from morphml.scale import dask_client
+
+    plan, state_dir, out_dir = result.plan, result.state_dir, result.values["out"]
+    meta = {"engine": plan.engine, "engine_version": plan.version, "runner": plan.runner}
+    for sub in ("state", "logs"):
+        (state_dir / sub).mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    outcomes, pending = _pending(plan, state_dir)
+    order = {(s.sid, st.name): i for i, (s, st) in
+             enumerate((s, st) for s in plan.scans for st in s.steps)}  # fmt: skip
+
+    def finish() -> None:
+        result.outcomes = sorted(outcomes.values(), key=lambda o: order[(o.sid, o.step)])
+        result.elapsed = time.monotonic() - start
+        _write_summary(state_dir, result)
+
+    def ingest_finished(client: Any) -> None:
+        if ingest_args is not None and result.finished_sids:
+            from morphml.db import ingest
+
+            result.ingest = ingest([Path(out_dir) / sid for sid in result.finished_sids],
+                                   on_error="skip", scheduler=client, **ingest_args)  # fmt: skip
+
+    def make_task(scan: PlannedScan, step: StepTemplate) -> _StepTask:
+        return _StepTask(scan.sid, step, result.values, str(state_dir), out_dir, gpu_mode,
+                         gpu_ids, meta, scrub, scan.steps[-1].outputs)  # fmt: skip
+
+    if not pending:  # everything done: no cluster to start
+        finish()
+        ingest_finished(scheduler)
+        return result
+    resources, threads_per_worker = _local_resources(len(gpu_ids), jobs, cluster_args["n_workers"])
+    try:
+        with dask_client(scheduler, threads_per_worker=threads_per_worker, resources=resources,
+                         **cluster_args) as client:  # fmt: skip
+            _check_cluster_resources(client, {st.resource for _, sts in pending for st in sts})
+            _run_pending(client, pending, make_task, outcomes, progress)
+            finish()
+            ingest_finished(client)
+    finally:
+        if not result.outcomes and outcomes:  # interrupted: keep what is known
+            finish()
+    return result
+
+
+def _check_counts(**counts: Any) -> None:
+    for name, value in counts.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ProcessingError(f"--{name} must be an integer >= 1, got {value!r}")
+
+
+def _license(fs_license: str | os.PathLike[str] | None, runner: str) -> Path | None:
+    """The FreeSurfer license file, checked; containers need one."""
     license_path = Path(fs_license).resolve() if fs_license is not None else None
     if license_path is not None and not license_path.is_file():
         raise ProcessingError(f"{fs_license}: no such FreeSurfer license file")
@@ -391,26 +469,45 @@ def process(
             f"--runner {runner} needs --fs-license FILE (the container has no FreeSurfer "
             "license; register for free at https://surfer.nmr.mgh.harvard.edu/registration.html)"
         )
-    slurm = None
+    return license_path
+
+
+def _slurm(scheduler: Any, cluster: str, cluster_config: str | os.PathLike[str] | None) -> Any:
+    """The SLURM settings of ``cluster="slurm"`` without a running scheduler, else None."""
+    from morphml.scale import load_slurm_settings
+
     if scheduler is None and cluster == "slurm":
         if cluster_config is None:
             raise ProcessingError("--cluster slurm needs --cluster-config FILE.yaml")
-        slurm = load_slurm_settings(cluster_config)
-    gpu_ids: tuple[int, ...] = ()
+        return load_slurm_settings(cluster_config)
+    return None
+
+
+def _gpu_mode(gpus: Sequence[int] | str, slurm: Any) -> tuple[tuple[int, ...], str]:
+    """(local GPU indices, mode): ``local`` indices, ``visible`` (the job's GPU) or ``none``."""
     if isinstance(gpus, str):
         if gpus != "visible":
             raise ProcessingError(f"--gpus must be indices like 0,1 or 'visible', got {gpus!r}")
+        return (), "visible"
+    gpu_ids = tuple(int(g) for g in gpus)
+    if any(g < 0 for g in gpu_ids) or len(set(gpu_ids)) != len(gpu_ids):
+        raise ProcessingError(f"--gpus must be distinct indices >= 0, got {gpu_ids}")
+    gpu_mode = "local" if gpu_ids else "none"
+    if not gpu_ids and slurm is not None and slurm.gpus_per_job:
         gpu_mode = "visible"
-    else:
-        gpu_ids = tuple(int(g) for g in gpus)
-        if any(g < 0 for g in gpu_ids) or len(set(gpu_ids)) != len(gpu_ids):
-            raise ProcessingError(f"--gpus must be distinct indices >= 0, got {gpu_ids}")
-        gpu_mode = "local" if gpu_ids else "none"
-        if not gpu_ids and slurm is not None and slurm.gpus_per_job:
-            gpu_mode = "visible"
-    if ingest_db is not None and not source:
-        raise ProcessingError("--ingest needs --source NAME (the data source of these scans)")
+    return gpu_ids, gpu_mode
 
+
+def _plan(
+    bids: Path,
+    out_dir: Path,
+    settings: EngineSettings,
+    gpu_mode: str,
+    license_path: Path | None,
+    *,
+    plan_only: bool,
+) -> ProcessResult:
+    """Plan every scan, write ``plan.json`` (refusing another plan's folder), fill the values."""
     try:
         version: EngineVersion | None = check_engine(settings)
     except ProcessingError:
@@ -429,25 +526,31 @@ def process(
               "uid": str(os.getuid()), "gid": str(os.getgid())}  # fmt: skip
     if license_path is not None:
         values["license"] = str(license_path)
-    result = ProcessResult(plan=plan, state_dir=state_dir, planned_only=plan_only, values=values)
-    if plan_only:
-        return result
+    return ProcessResult(plan=plan, state_dir=state_dir, planned_only=plan_only, values=values)
 
-    scrub: list[tuple[str, str]] = [(str(bids), "<bids>"), (str(out_dir), "<out>")]
-    if license_path is not None:
-        scrub.append((str(license_path), "<license>"))
+
+def _scrub_pairs(
+    bids_dir: str | os.PathLike[str], out: str | os.PathLike[str], values: dict[str, str]
+) -> tuple[tuple[str, str], ...]:
+    """(path, token) pairs that logs have replaced: no host path reaches a log file."""
+    scrub: list[tuple[str, str]] = [(values["bids"], "<bids>"), (values["out"], "<out>")]
+    if "license" in values:
+        scrub.append((values["license"], "<license>"))
     for raw, token in ((bids_dir, "<bids>"), (out, "<out>")):
         scrub.append((os.path.abspath(raw), token))
+    exe = values["exe"]
     if os.path.isabs(exe):  # where the engine is installed (may be under a home folder)
         scrub.append((os.path.dirname(exe), "<engine>"))
     home = os.path.expanduser("~")
     if home not in ("/", "~"):
         scrub.append((home, "<home>"))
-    meta = {"engine": plan.engine, "engine_version": plan.version, "runner": plan.runner}
-    for sub in ("state", "logs"):
-        (state_dir / sub).mkdir(parents=True, exist_ok=True)
+    return tuple(scrub)
 
-    start = time.monotonic()
+
+def _pending(
+    plan: Plan, state_dir: Path
+) -> tuple[dict[tuple[str, str], StepOutcome], list[tuple[PlannedScan, list[StepTemplate]]]]:
+    """The steps already done (as outcomes) and, per scan, the steps still to run."""
     outcomes: dict[tuple[str, str], StepOutcome] = {}
     pending: list[tuple[PlannedScan, list[StepTemplate]]] = []
     for scan in plan.scans:
@@ -461,65 +564,36 @@ def process(
                 todo.append(step)
         if todo:
             pending.append((scan, todo))
+    return outcomes, pending
 
-    order = {(s.sid, st.name): i for i, (s, st) in
-             enumerate((s, st) for s in plan.scans for st in s.steps)}  # fmt: skip
 
-    def finish() -> None:
-        result.outcomes = sorted(outcomes.values(), key=lambda o: order[(o.sid, o.step)])
-        result.elapsed = time.monotonic() - start
-        _write_summary(state_dir, result)
-
-    def ingest_finished(client: Any) -> None:
-        if ingest_db is not None and result.finished_sids:
-            from morphml.db import ingest
-
-            result.ingest = ingest(
-                [out_dir / sid for sid in result.finished_sids],
-                source=str(source), db=ingest_db, key_file=key_file,
-                participants=participants, column_map=column_map, on_error="skip",
-                scheduler=client,
+def _run_pending(
+    client: Any,
+    pending: list[tuple[PlannedScan, list[StepTemplate]]],
+    make_task: Callable[[PlannedScan, StepTemplate], _StepTask],
+    outcomes: dict[tuple[str, str], StepOutcome],
+    progress: Callable[[str], None] | None,
+) -> None:
+    """Submit each scan's steps as a chain of tasks and record every outcome as it comes."""
+    futures = []
+    for scan, steps in pending:
+        previous = None
+        for step in steps:
+            task = make_task(scan, step)
+            args = (task,) if previous is None else (task, previous)
+            previous = client.submit(
+                run_step, *args, resources={step.resource: 1}, pure=False,
+                key=f"morphml-{step.name}-{scan.sid}-{os.getpid()}-{time.time_ns()}",
             )  # fmt: skip
+            futures.append(previous)
+    from distributed import as_completed
 
-    if not pending:  # everything done: no cluster to start
-        finish()
-        ingest_finished(scheduler)
-        return result
-    resources, threads_per_worker = _local_resources(len(gpu_ids), jobs, workers)
-    try:
-        with dask_client(
-            scheduler, cluster=cluster, n_workers=workers, threads_per_worker=threads_per_worker,
-            processes=processes, resources=resources, slurm=slurm,
-        ) as client:  # fmt: skip
-            _check_cluster_resources(client, {st.resource for _, sts in pending for st in sts})
-            futures = []
-            for scan, steps in pending:
-                previous = None
-                for step in steps:
-                    task = _StepTask(
-                        scan.sid, step, values, str(state_dir), str(out_dir), gpu_mode,
-                        gpu_ids, meta, tuple(scrub), scan.steps[-1].outputs,
-                    )  # fmt: skip
-                    args = (task,) if previous is None else (task, previous)
-                    previous = client.submit(
-                        run_step, *args, resources={step.resource: 1}, pure=False,
-                        key=f"morphml-{step.name}-{scan.sid}-{os.getpid()}-{time.time_ns()}",
-                    )  # fmt: skip
-                    futures.append(previous)
-            from distributed import as_completed
-
-            for future in as_completed(futures):
-                outcome: StepOutcome = future.result()
-                outcomes[(outcome.sid, outcome.step)] = outcome
-                if progress is not None:
-                    secs = f" {outcome.seconds:.1f} s" if outcome.seconds else ""
-                    progress(f"{outcome.status:<12} {outcome.sid} {outcome.step}{secs}")
-            finish()
-            ingest_finished(client)
-    finally:
-        if not result.outcomes and outcomes:  # interrupted: keep what is known
-            finish()
-    return result
+    for future in as_completed(futures):
+        outcome: StepOutcome = future.result()
+        outcomes[(outcome.sid, outcome.step)] = outcome
+        if progress is not None:
+            secs = f" {outcome.seconds:.1f} s" if outcome.seconds else ""
+            progress(f"{outcome.status:<12} {outcome.sid} {outcome.step}{secs}")
 
 
 def _write_summary(state_dir: Path, result: ProcessResult) -> None:

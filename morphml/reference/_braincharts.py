@@ -189,6 +189,44 @@ def _canonical_name(measure: str) -> str | None:
     return recognise_column(measure, surface_atlas="aparc")
 
 
+def _read_measures(
+    path: Path, where: str, progress: Callable[[int, int], None] | None
+) -> dict[str, dict[str, Any]]:
+    """Every measure's model of the archive, by measure name (sorted)."""
+    with zipfile.ZipFile(path) as zf:
+        folders = _measure_folders(zf, where)
+        measures = sorted(folders)
+        names = set(zf.namelist())
+        read: dict[str, dict[str, Any]] = {}
+        for i, name in enumerate(measures):
+            read[name] = _read_measure(zf, names, folders[name], where)
+            if progress is not None:
+                progress(i + 1, len(measures))
+    return read
+
+
+def _map_measures(measures: list[str], where: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(canonical feature id, measure) for the measures that have one, and those that do not."""
+    mapped: list[tuple[str, str]] = []
+    unmapped: list[str] = []
+    for name in measures:
+        fid = _canonical_name(name)
+        if fid is None:
+            unmapped.append(name)
+        else:
+            mapped.append((fid, name))
+    seen: dict[str, str] = {}
+    for fid, name in mapped:
+        if fid in seen:
+            raise ReferenceModelError(
+                f"{where}: measures {seen[fid]!r} and {name!r} both map to {fid!r}"
+            )
+        seen[fid] = name
+    if not mapped:
+        raise ReferenceModelError(f"{where}: no measure maps to a canonical feature id")
+    return mapped, unmapped
+
+
 def import_braincharts(
     archive: str | Path,
     *,
@@ -232,38 +270,15 @@ def import_braincharts(
     if not zipfile.is_zipfile(path):
         raise ReferenceModelError(f"{where}: not a zip archive (expected a braincharts model zip)")
     digest = file_sha256(path)
-    with zipfile.ZipFile(path) as zf:
-        folders = _measure_folders(zf, where)
-        measures = sorted(folders)
-        names = set(zf.namelist())
-        read: dict[str, dict[str, Any]] = {}
-        for i, name in enumerate(measures):
-            read[name] = _read_measure(zf, names, folders[name], where)
-            if progress is not None:
-                progress(i + 1, len(measures))
+    read = _read_measures(path, where, progress)
+    measures = sorted(read)
     widths = {r["d"] for r in read.values()}
     if len(widths) != 1:
         raise ReferenceModelError(f"{where}: the models have different design widths {widths}")
     n_sites = widths.pop() - N_LEADING - _N_SPLINE
     site_path = Path(sites) if sites is not None else _default_sites(path, n_sites)
     site_names = _read_sites(site_path, n_sites)
-    mapped: list[tuple[str, str]] = []
-    unmapped: list[str] = []
-    for name in measures:
-        fid = _canonical_name(name)
-        if fid is None:
-            unmapped.append(name)
-        else:
-            mapped.append((fid, name))
-    seen: dict[str, str] = {}
-    for fid, name in mapped:
-        if fid in seen:
-            raise ReferenceModelError(
-                f"{where}: measures {seen[fid]!r} and {name!r} both map to {fid!r}"
-            )
-        seen[fid] = name
-    if not mapped:
-        raise ReferenceModelError(f"{where}: no measure maps to a canonical feature id")
+    mapped, unmapped = _map_measures(measures, where)
     atlases = sorted({fid.split(".", 1)[0] for fid, _ in mapped})
     n_people = max(read[name]["n"] for _, name in mapped)
     provenance = {

@@ -24,7 +24,7 @@ from morphml._version import __version__
 from morphml.config import CohortSpec, FeatureSpec, config_hash
 from morphml.exceptions import ConfigError, ReferenceModelError
 from morphml.reference._basis import braincharts_knots, common_design
-from morphml.reference._blr import fit_blr
+from morphml.reference._blr import BLRFit, fit_blr
 from morphml.reference._deviations import MIN_CONTROLS, ReferenceDeviations
 from morphml.reference._model import ReferenceModel
 
@@ -106,6 +106,42 @@ def _sex_codes(meta: pd.DataFrame) -> np.ndarray:
     return np.where(meta["sex"] == "M", 1.0, np.where(meta["sex"] == "F", 0.0, np.nan))
 
 
+def _modelled_features(X: pd.DataFrame, min_scans: int) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The features that can be modelled, and why each other one is left out."""
+    # a feature without variation among the scans (FreeSurfer writes 0 for the lateralised
+    # hypointensities) has no spread to model: left out and listed
+    spread = X.std(skipna=True)
+    present = X.notna().sum()
+    constant = "constant among the training scans"
+    left_out = {str(f): constant for f in X.columns if not spread[f] > 0}
+    left_out.update(
+        {
+            str(f): f"only {int(present[f])} scans have it ({min_scans} needed)"
+            for f in X.columns
+            if present[f] < min_scans and str(f) not in left_out
+        }
+    )
+    X = X.drop(columns=list(left_out))
+    if X.shape[1] == 0:
+        raise ReferenceModelError(
+            f"no selected feature can be modelled: {sorted(set(left_out.values()))}"
+        )
+    return X, left_out
+
+
+def _fit_features(X: pd.DataFrame, phi: np.ndarray, *, warped: bool) -> list[BLRFit]:
+    """One Bayesian linear regression per feature, on the scans that have it."""
+    fits: list[BLRFit] = []
+    # thousands of tiny (30 x 30) factorisations: BLAS threads only contend here (one thread
+    # was 10x faster on a loaded 2-core machine)
+    with threadpool_limits(limits=1):
+        for feature in X.columns:
+            y = X[feature].to_numpy(np.float64)
+            ok = np.isfinite(y)
+            fits.append(fit_blr(phi[ok], y[ok], warped=warped))
+    return fits
+
+
 def build_reference(
     config: ReferenceBuildConfig, *, db: str | os.PathLike[str] | None = None
 ) -> ReferenceModel:
@@ -150,33 +186,8 @@ def build_reference(
             f"the cohort has {len(X)} usable scans (age, sex and age in {config.age_range}); a "
             f"reference with {len(sites)} sites needs at least {2 * d}"
         )
-    # a feature without variation among the scans (FreeSurfer writes 0 for the lateralised
-    # hypointensities) has no spread to model: left out and listed
-    spread = X.std(skipna=True)
-    present = X.notna().sum()
-    constant = "constant among the training scans"
-    left_out = {str(f): constant for f in X.columns if not spread[f] > 0}
-    left_out.update(
-        {
-            str(f): f"only {int(present[f])} scans have it ({2 * d} needed)"
-            for f in X.columns
-            if present[f] < 2 * d and str(f) not in left_out
-        }
-    )
-    X = X.drop(columns=list(left_out))
-    if X.shape[1] == 0:
-        raise ReferenceModelError(
-            f"no selected feature can be modelled: {sorted(set(left_out.values()))}"
-        )
-    fits = []
-    warped = config.warp == "sinarcsinh"
-    # thousands of tiny (30 x 30) factorisations: BLAS threads only contend here (one thread
-    # was 10x faster on a loaded 2-core machine)
-    with threadpool_limits(limits=1):
-        for feature in X.columns:
-            y = X[feature].to_numpy(np.float64)
-            ok = np.isfinite(y)
-            fits.append(fit_blr(phi[ok], y[ok], warped=warped))
+    X, left_out = _modelled_features(X, 2 * d)
+    fits = _fit_features(X, phi, warped=config.warp == "sinarcsinh")
     subjects = meta.loc[usable, "subject_key"].nunique()
     atlases = sorted({str(f).split(".", 1)[0] for f in X.columns})
     provenance: dict[str, Any] = {

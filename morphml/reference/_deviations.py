@@ -33,7 +33,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from morphml.exceptions import ReferenceModelError
-from morphml.harmonize._eb import Hyperpriors, batch_moments, parametric_posterior
+from morphml.harmonize import Hyperpriors, batch_moments, parametric_posterior
 from morphml.reference._model import ReferenceModel, covariates
 
 __all__ = ["ReferenceDeviations", "SiteAdaptation"]

@@ -104,9 +104,9 @@ def cohort_from_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def _pre_qc_candidates(con: Any, cohort: CohortSpec) -> pd.Index:
     """Scans the cohort's other rules select when its QC rule is left out."""
-    from morphml.features import _scans
+    from morphml.features import cohort_scans
 
-    return _scans(con, cohort.model_copy(update={"qc": QCSpec()})).index
+    return cohort_scans(con, cohort.model_copy(update={"qc": QCSpec()})).index
 
 
 def cohort_from_db(

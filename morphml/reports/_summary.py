@@ -536,7 +536,7 @@ def _pretrain_training_matrix(
     frame = frame.subset(keep)
     X = frame.X
     if config.harmonize.method == "combat":
-        from morphml.pipelines._fit import with_meta
+        from morphml.features import with_meta
 
         X = with_meta(frame.X, frame.meta)
     return X, matches
@@ -637,7 +637,7 @@ def _transfer(
 
 def _headline(metrics: dict[str, Any]) -> dict[str, Any] | None:
     """The selected representation's Δ vs raw (rebuilt for runs written before the key)."""
-    from morphml.transfer._protocol import headline
+    from morphml.evaluation import comparison_headline as headline
 
     if metrics.get("headline"):
         return dict(metrics["headline"])

@@ -110,14 +110,10 @@ class SimulationSummary:
     sites: tuple[str, ...]
 
 
-def _check(
-    n_subjects: int,
-    n_sites: int,
-    seed: int,
-    layout: str,
-    fractions: dict[str, float],
-    canary: str | None,
-) -> None:
+def _check(params: dict[str, Any]) -> None:
+    n_subjects, n_sites, seed = params["n_subjects"], params["n_sites"], params["seed"]
+    layout, canary = params["layout"], params["canary"]
+    fractions = {k: v for k, v in params.items() if k.endswith("_fraction")}
     if isinstance(n_sites, bool) or not isinstance(n_sites, int) or n_sites < 1:
         raise ValueError(
             f"The 'n_sites' parameter of simulate_cohort must be an int >= 1. Got {n_sites!r}."
@@ -217,25 +213,10 @@ def simulate_cohort(
     ...     summary.n_subjects, summary.participants.name
     (12, 'participants.tsv')
     """
-    _check(
-        n_subjects,
-        n_sites,
-        seed,
-        layout,
-        {
-            "corrupt_fraction": corrupt_fraction,
-            "qc_fail_fraction": qc_fail_fraction,
-            "longitudinal_fraction": longitudinal_fraction,
-        },
-        canary,
-    )
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(
-            f"{out} exists and is not an empty folder; simulate_cohort writes a whole cohort "
-            "and never mixes it with other files. Choose a new folder or remove this one."
-        )
-    out.mkdir(parents=True, exist_ok=True)
+    params = _params(n_subjects, n_sites, seed, layout, corrupt_fraction, qc_fail_fraction,
+                     longitudinal_fraction, canary)  # fmt: skip
+    _check(params)
+    out = _new_folder(Path(out))
 
     root = np.random.default_rng(seed)
     rng_design, rng_sites, rng_batches, rng_damage = root.spawn(4)
@@ -246,10 +227,9 @@ def simulate_cohort(
     damage_seed = int(rng_damage.integers(2**63))
 
     n_scans = len(design.scans)
-    order = rng_damage.permutation(n_scans)
+    order = rng_damage.permutation(n_scans)  # scans planted to fail QC, then corrupt ones
     qc_set = set(order[: _count(qc_fail_fraction, n_scans)].tolist())
-    rest = order[len(qc_set) :]
-    corrupt_set = set(rest[: _count(corrupt_fraction, n_scans)].tolist())
+    corrupt_set = set(order[len(qc_set) :][: _count(corrupt_fraction, n_scans)].tolist())
 
     writer = _Writer(out, design, model, canary)
     for start in range(0, n_subjects, _BATCH):
@@ -257,6 +237,32 @@ def simulate_cohort(
         rng = np.random.default_rng([batch_seed, start])
         writer.batch(design.scans_of(participants), participants, rng, qc_set, damage_seed)
 
+    corrupt, details = _corrupt(out, design, writer, corrupt_set, damage_seed)
+    participants_path = out / "participants.tsv"
+    participants_path.write_text(writer.participants_tsv(), encoding="utf-8", newline="\n")
+    map_path = out / "participants.yaml"
+    map_path.write_text(_COLUMN_MAP, encoding="utf-8", newline="\n")
+    truth = _write_truth(out / "truth", design, model, writer, corrupt, details, params)
+
+    paths = (participants_path, map_path, truth)
+    return _summary(out, n_subjects, design, writer, corrupt, qc_set, paths)
+
+
+def _new_folder(out: Path) -> Path:
+    """``out``, created; refused when it exists and is not an empty folder."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(
+            f"{out} exists and is not an empty folder; simulate_cohort writes a whole cohort "
+            "and never mixes it with other files. Choose a new folder or remove this one."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _corrupt(
+    out: Path, design: CohortDesign, writer: _Writer, corrupt_set: set[int], damage_seed: int
+) -> tuple[list[str], dict[str, str]]:
+    """Damage one stats file of each chosen scan; (relative paths, how each was damaged)."""
     corrupt: list[str] = []
     details: dict[str, str] = {}
     for k, index in enumerate(sorted(corrupt_set)):
@@ -268,30 +274,20 @@ def simulate_cohort(
         corrupt.append(rel)
         details[rel] = how
         writer.truth[index]["corrupt_file"] = rel
+    return corrupt, details
 
-    participants_path = out / "participants.tsv"
-    participants_path.write_text(writer.participants_tsv(), encoding="utf-8", newline="\n")
-    map_path = out / "participants.yaml"
-    map_path.write_text(_COLUMN_MAP, encoding="utf-8", newline="\n")
-    truth = _write_truth(
-        out / "truth",
-        design,
-        model,
-        writer,
-        corrupt,
-        details,
-        _params(
-            n_subjects,
-            n_sites,
-            seed,
-            layout,
-            corrupt_fraction,
-            qc_fail_fraction,
-            longitudinal_fraction,
-            canary,
-        ),
-    )
 
+def _summary(
+    out: Path,
+    n_subjects: int,
+    design: CohortDesign,
+    writer: _Writer,
+    corrupt: list[str],
+    qc_set: set[int],
+    paths: tuple[Path, Path, Path],
+) -> SimulationSummary:
+    participants_path, map_path, truth = paths
+    n_scans = len(design.scans)
     n_sessions = sum(1 for s in design.scans if s.session_id)
     return SimulationSummary(
         out=out,
@@ -483,6 +479,17 @@ def _write_truth(
     params: dict[str, Any],
 ) -> Path:
     folder.mkdir()
+    ground_truth = _write_ground_truth(folder, writer)
+    _write_effects(folder, model)
+    _write_sites(folder, design, model)
+    outcomes = _outcomes(design, writer, details, params)
+    text = json.dumps(outcomes, indent=1, sort_keys=True) + "\n"
+    (folder / "outcomes.json").write_text(text, encoding="utf-8", newline="\n")
+    return ground_truth
+
+
+def _write_ground_truth(folder: Path, writer: _Writer) -> Path:
+    """``ground_truth.csv``: one row per scan, its participant columns and what was planted."""
     first = writer.truth[0]
     columns = [
         "participant_id",
@@ -501,7 +508,11 @@ def _write_truth(
         rows.append([part[c] for c in columns[:8]] + list(writer.truth[index].values()))
     ground_truth = folder / "ground_truth.csv"
     _csv(ground_truth, columns, rows)
+    return ground_truth
 
+
+def _write_effects(folder: Path, model: CohortModel) -> None:
+    """``effects.csv``: per feature, its calibration, patient shift, site spread and weights."""
     cal = model.cal
     effects = []
     for i, fid in enumerate(model.fids):
@@ -536,6 +547,10 @@ def _write_truth(
         ],
         effects,
     )
+
+
+def _write_sites(folder: Path, design: CohortDesign, model: CohortModel) -> None:
+    """``sites.csv`` (software, scanner, scans, ages per site) and ``site_effects.csv``."""
     counts = np.bincount([s.site for s in design.scans], minlength=len(design.sites))
     _csv(
         folder / "sites.csv",
@@ -576,8 +591,14 @@ def _write_truth(
             for i, f in enumerate(model.fids)
         ],
     )
+
+
+def _outcomes(
+    design: CohortDesign, writer: _Writer, details: dict[str, str], params: dict[str, Any]
+) -> dict[str, Any]:
+    """What ``outcomes.json`` records: parameters, the outcome rules, the planted damage."""
     calibration = resources.files("morphml.simulate").joinpath("data/calibration.json")
-    outcomes = {
+    return {
         "parameters": params,
         "calibration_sha256": hashlib.sha256(calibration.read_bytes()).hexdigest(),
         "scales": "features are modelled on log1p(volume / count) and raw thickness; "
@@ -608,9 +629,6 @@ def _write_truth(
             b: [design.scans[i].folder for i in m] for b, m in design.bases.items()
         },
     }
-    text = json.dumps(outcomes, indent=1, sort_keys=True) + "\n"
-    (folder / "outcomes.json").write_text(text, encoding="utf-8", newline="\n")
-    return ground_truth
 
 
 _COLUMN_MAP = """\

@@ -33,7 +33,7 @@ _DOT_COPIES = ("Left-Lateral-Ventricle", "Right-Lateral-Ventricle", "3rd-Ventric
 
 def _scans(cohort: Path) -> list[tuple[str, str | None, dict[str, float], dict[str, str]]]:
     """(participant id, session, features, participants row) of every readable scan."""
-    from morphml.db._discover import discover
+    from morphml.db import discover
     from morphml.io import read_subject
 
     rows: dict[tuple[str, str], dict[str, str]] = {}

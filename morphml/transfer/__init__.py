@@ -1,9 +1,11 @@
-"""Transfer to small samples: representations from a pretrain run and the comparison protocol."""
+"""Transfer to small samples: representations from a pretrain run or a reference model.
+
+The comparison protocol that scores them against ``raw`` lives in :mod:`morphml.evaluation`.
+"""
 
 from morphml.transfer._heads import HeadFactory
 from morphml.transfer._normative import NormativeModel
 from morphml.transfer._pretrained import META_PREFIX, PretrainedModel, PretrainedRun, meta_columns
-from morphml.transfer._protocol import Comparison, Split, compare_representations, make_splits
 from morphml.transfer._reference import ReferenceZ
 from morphml.transfer._representations import (
     REPRESENTATIONS,
@@ -24,7 +26,6 @@ __all__ = [
     "META_PREFIX",
     "REPRESENTATIONS",
     "BrainAgeGap",
-    "Comparison",
     "Components",
     "HeadFactory",
     "LeafEmbedding",
@@ -36,12 +37,9 @@ __all__ = [
     "RawFeatures",
     "ReferenceZ",
     "SexScore",
-    "Split",
     "StackedModel",
     "WarmStartBooster",
     "WarmStartClassifier",
     "WarmStartRegressor",
-    "compare_representations",
-    "make_splits",
     "meta_columns",
 ]

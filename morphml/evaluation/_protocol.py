@@ -25,7 +25,13 @@ from morphml.evaluation._compare import corrected_resampled_ttest, permutation_p
 from morphml.evaluation._tuning import stable_seed
 from morphml.exceptions import TransferError
 
-__all__ = ["Comparison", "Split", "compare_representations", "make_splits"]
+__all__ = [
+    "Comparison",
+    "Split",
+    "compare_representations",
+    "comparison_headline",
+    "make_splits",
+]
 
 Builder = Callable[[int], Any]
 
@@ -163,6 +169,27 @@ def compare_representations(
     -------
     Comparison
     """
+    _check_sample(y, builders, kind, folds)
+    splits = make_splits(y, kind, folds=folds, repeats=repeats, sizes=sizes, seed=seed)
+    results = _run_all(X, y, builders, splits, kind, seed, n_jobs, progress)
+    table, preds, seconds = _collect(results, X, y, kind, builders)
+    metrics = _summarise(table, kind)
+    if permutations > 0:
+        selected = metrics["selected"]["representation"]
+        size = metrics["selected"]["n_train"]
+        metrics["permutation"] = _permutation(
+            X, y, builders[selected], selected, size, metrics["transfer"][selected][size],
+            kind, folds, repeats, min(permutation_repeats, repeats), permutations, seed, n_jobs,
+        )  # fmt: skip
+        metrics["permutation_p"] = metrics["permutation"]["p"]
+    else:
+        metrics["permutation_p"] = None
+    metrics["headline"] = comparison_headline(metrics)
+    return Comparison(metrics, table, preds, seconds)
+
+
+def _check_sample(y: np.ndarray, builders: dict[str, Builder], kind: str, folds: int) -> None:
+    """Refuse a comparison the sample cannot support (no raw, one class, too few scans)."""
     if "raw" not in builders:
         raise TransferError("the comparison needs the 'raw' representation")
     if kind == "classification":
@@ -179,7 +206,19 @@ def compare_representations(
             )
     elif len(y) < 2 * folds:
         raise TransferError(f"{len(y)} scans are too few for {folds}-fold cross-validation")
-    splits = make_splits(y, kind, folds=folds, repeats=repeats, sizes=sizes, seed=seed)
+
+
+def _run_all(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    builders: dict[str, Builder],
+    splits: list[Split],
+    kind: str,
+    seed: int,
+    n_jobs: int,
+    progress: Callable[[int, int], None] | None,
+) -> list[tuple[str, Split, np.ndarray, float]]:
+    """Fit and score every representation on every split, in ``n_jobs`` threads."""
     tasks = [(name, build, split) for split in splits for name, build in builders.items()]
     done = 0
 
@@ -194,13 +233,23 @@ def compare_representations(
     with threads_section(n_jobs) as threads:
         run_one = in_worker(_run_one, threads, "threads")
         runner = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
-        results = [
+        return [
             tick(r)
             for r in runner(
                 delayed(run_one)(name, build, X, y, split, kind, seed)
                 for name, build, split in tasks
             )
         ]
+
+
+def _collect(
+    results: list[tuple[str, Split, np.ndarray, float]],
+    X: pd.DataFrame,
+    y: np.ndarray,
+    kind: str,
+    builders: dict[str, Builder],
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """The per-split score table, the out-of-fold predictions and seconds per representation."""
     rows, preds = [], []
     seconds: dict[str, float] = dict.fromkeys(builders, 0.0)
     keys = np.asarray(X.index)
@@ -217,23 +266,10 @@ def compare_representations(
             "fold": split.fold, "n_train": split.size, "y_true": y[split.test],
             "score": score,
         }))  # fmt: skip
-    table = pd.DataFrame(rows)
-    metrics = _summarise(table, kind)
-    if permutations > 0:
-        selected = metrics["selected"]["representation"]
-        size = metrics["selected"]["n_train"]
-        metrics["permutation"] = _permutation(
-            X, y, builders[selected], selected, size, metrics["transfer"][selected][size],
-            kind, folds, repeats, min(permutation_repeats, repeats), permutations, seed, n_jobs,
-        )  # fmt: skip
-        metrics["permutation_p"] = metrics["permutation"]["p"]
-    else:
-        metrics["permutation_p"] = None
-    metrics["headline"] = headline(metrics)
-    return Comparison(metrics, table, pd.concat(preds, ignore_index=True), seconds)
+    return pd.DataFrame(rows), pd.concat(preds, ignore_index=True), seconds
 
 
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+def comparison_headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """The comparison's headline: the selected representation's difference from ``raw``.
 
     Whether pretraining helps is the question, so the headline is the selected
