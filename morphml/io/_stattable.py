@@ -17,6 +17,7 @@ Two paths give the same answer:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ def line_of(text: str, pos: int) -> int:
     return text.count("\n", 0, pos) + 1
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class PendingFile:
     """A file whose header is parsed and whose table still needs splitting and converting.
 
@@ -68,11 +69,16 @@ class PendingFile:
     numeric_columns: tuple[str, ...]
     measures: tuple[Measure, ...]
     gives_features: bool
-    header_line: int = 0
+    colheaders_at: int = 0  # character offset of the '# ColHeaders' line in ``text``
     body_start: int = 0
     nrows: int | None = None
     structures: tuple[str, ...] = ()
     tokens: list[bytes] = field(default_factory=list)
+
+    @property
+    def header_line(self) -> int:
+        """Line number of ``# ColHeaders`` (only errors need it: counted on demand)."""
+        return line_of(self.text, self.colheaders_at)
 
     @property
     def name_idx(self) -> int:
@@ -268,11 +274,8 @@ def _fast_tables(tables: Sequence[PendingFile]) -> np.ndarray | None:
     if tok is None:
         return None
     name_tok = tok.row_first + np.array([p.name_idx for p in tables])[tok.row_file]
-    names = _token_strings(tok, name_tok)
-    start = 0
-    for p, n in zip(tables, tok.rows.tolist(), strict=True):
-        p.structures = tuple(names[start : start + n])
-        start += n
+    for p, names in zip(tables, _structure_names(tok, name_tok), strict=True):
+        p.structures = names
     for p in tables:
         _check_structures(p)
     is_number = np.ones(len(tok.starts), dtype=bool)
@@ -280,15 +283,31 @@ def _fast_tables(tables: Sequence[PendingFile]) -> np.ndarray | None:
     return _arrow_cast(tok, np.flatnonzero(is_number))
 
 
-def _token_strings(tok: _Tokens, which: np.ndarray) -> list[str]:
-    """Tokens ``which`` of the batch as str, decoded and split in one call each."""
-    # each token with the gap after it (no gap holds anything but ASCII whitespace)
-    taken = tok.strings().take(np.stack([2 * which, 2 * which + 1], axis=1).ravel())
+def _structure_names(tok: _Tokens, name_tok: np.ndarray) -> list[tuple[str, ...]]:
+    """Per file, its structure names (tokens ``name_tok``), decoded once per distinct list."""
+    # each name with the gap after it (gaps hold nothing but ASCII whitespace)
+    taken = tok.strings().take(np.stack([2 * name_tok, 2 * name_tok + 1], axis=1).ravel())
     offsets = np.frombuffer(taken.buffers()[1], dtype=tok.offset_type)
-    text = taken.buffers()[2].to_pybytes()[offsets[0] : offsets[len(taken)]]
-    if text.isascii():  # then str.split() splits exactly where bytes.split() does
-        return text.decode().split()
-    return [t.decode() for t in text.split()]
+    text = taken.buffers()[2].to_pybytes()
+    bounds = offsets[2 * np.concatenate(([0], np.cumsum(tok.rows)))].tolist()
+    out = []
+    for start, stop in itertools.pairwise(bounds):
+        raw = text[start:stop]
+        names = _NAMES.get(raw)
+        if names is None:
+            # ASCII: str.split() splits exactly where bytes.split() does
+            names = tuple(
+                raw.decode().split() if raw.isascii() else map(bytes.decode, raw.split())
+            )
+            if len(_NAMES) >= 512:
+                _NAMES.clear()
+            _NAMES[raw] = names
+        out.append(names)
+    return out
+
+
+#: structure lists seen, by the bytes of their name column: files of one kind share them
+_NAMES: dict[bytes, tuple[str, ...]] = {}
 
 
 def _arrow_cast(tok: _Tokens, numbers: np.ndarray) -> np.ndarray | None:
