@@ -32,6 +32,7 @@ from morphml.io._dictionary import (
     canonical_global,
     canonical_region,
 )
+from morphml.io._kinds import KINDS
 from morphml.io._stattable import Measure, PendingFile, check_tables, convert_tables, line_of
 
 __all__ = [
@@ -48,43 +49,22 @@ __all__ = [
 SURFACE_TITLE = "Table of FreeSurfer cortical parcellation anatomical statistics"
 SEGMENTATION_TITLE = "Title Segmentation Statistics"
 
-# file name -> (atlas, table kind); hemisphere comes from the ``lh.``/``rh.`` prefix
+# file name -> (atlas, table kind), from the registry; hemisphere comes from ``lh.``/``rh.``
 _HEMI_KINDS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
-    (re.compile(rf"^(lh|rh)\.{pattern}\.stats$"), atlas, kind)
-    for pattern, atlas, kind in (
-        (r"aparc", "aparc", "surface"),
-        (r"aparc\.pial", "aparc_pial", "surface"),
-        (r"aparc\.a2009s", "a2009s", "surface"),
-        (r"aparc\.DKTatlas(?:40)?(?:\.mapped)?", "DKT", "surface"),
-        (r"BA(?:_exvivo)?", "BA", "surface"),
-        (r"BA(?:_exvivo)?\.thresh", "BA_thresh", "surface"),
-        (r"entorhinal_exvivo", "entorhinal", "surface"),
-        (r"w-g\.pct", "wgpct", "contrast"),
-        (r"curv", "curv", "curv"),
-    )
+    (re.compile(rf"^(lh|rh)\.{k.hemi_pattern}\.stats$"), k.atlas, k.table_kind)
+    for k in KINDS
+    if k.hemi_pattern
 )
 _PLAIN_KINDS: dict[str, tuple[str, str]] = {
-    "aseg.stats": ("aseg", "segmentation"),
-    "aseg+DKT.stats": ("aseg_dkt", "segmentation"),
-    "wmparc.stats": ("wmparc", "segmentation"),
-    "wmparc.DKTatlas.mapped.stats": ("wmparc_dkt", "segmentation"),
-    "cerebellum.CerebNet.stats": ("cerebnet", "segmentation"),
-    "entowm.stats": ("entowm", "segmentation"),
-    "vsinus.stats": ("vsinus", "segmentation"),
-    "brainvol.stats": ("global", "measures"),
+    name: (k.atlas, k.table_kind) for k in KINDS for name in k.names
 }
+#: how the "unknown stats kind" message lists the kinds
+_KNOWN_NAMES: tuple[str, ...] = (*sorted(_PLAIN_KINDS), *(k.shown for k in KINDS if k.shown))
+#: atlases only FastSurfer writes
+_FASTSURFER_ATLASES = frozenset(k.atlas for k in KINDS if k.fastsurfer)
 
 #: stats kinds that are recognised but carry no morphometric features, with the reason
-SKIPPED_KINDS: dict[str, str] = {
-    "curv": (
-        "?h.curv.stats is free-text mris_curvature_stats output (whole-surface curvature "
-        "summaries), not a per-region table; it carries no feature of the dictionary"
-    ),
-    "wgpct": (
-        "?h.w-g.pct.stats holds grey/white intensity contrast per region, an image-quality "
-        "measure rather than morphometry; it is parsed but not turned into features"
-    ),
-}
+SKIPPED_KINDS: dict[str, str] = {k.atlas: k.skipped for k in KINDS if k.skipped}
 
 # header keys kept as provenance: none of them can identify a person or a site's machines
 _SAFE_HEADER_KEYS = frozenset(
@@ -211,21 +191,10 @@ def classify_stats_name(name: str) -> tuple[str, str, str]:
         match = pattern.match(base)
         if match:
             return atlas, match.group(1), kind
-    known = [
-        *sorted(_PLAIN_KINDS),
-        "?h.aparc.stats",
-        "?h.aparc.pial.stats",
-        "?h.aparc.a2009s.stats",
-        "?h.aparc.DKTatlas[40|.mapped].stats",
-        "?h.BA[_exvivo][.thresh].stats",
-        "?h.entorhinal_exvivo.stats",
-        "?h.w-g.pct.stats",
-        "?h.curv.stats",
-    ]
     raise UnknownStatsKindError(
         name,
         None,
-        f"unknown stats kind {base!r}; morphml reads {', '.join(known)} "
+        f"unknown stats kind {base!r}; morphml reads {', '.join(_KNOWN_NAMES)} "
         "(pass as_name= to read a renamed copy)",
     )
 
@@ -300,7 +269,7 @@ def _detect_version_cached(
     fastsurfer = (
         program == "segstats.py"
         or fastsurfer_version is not None
-        or atlas in ("aseg_dkt", "wmparc_dkt", "cerebnet")
+        or atlas in _FASTSURFER_ATLASES
         or mapped
     )
     if fastsurfer:
@@ -331,9 +300,10 @@ _MEASURE_RE = re.compile(r"# Measure ([^\n]*)")
 _MEASURE_FAST_RE = re.compile(
     r"# Measure ([^,\n]*), ([^, \n]*)(?:, | )([^,\n]*), ([^,\n]*), ([^,\s]*)[ \t\r]*\n"
 )
+# the look-ahead (first letters of the keys) skips the many TableCol and Measure lines fast
 _KEY_RE = re.compile(
-    r"\n# (generating_program|cvs_version|mrisurf\.c-cvs_version|FastSurfer_version"
-    r"|anatomy_type|hemi|VoxelVolume_mm3|VertexArea_mm2|ExcludeSegId|AnnotationFile|Annot"
+    r"\n# (?=[gcmFahVEAN])(generating_program|cvs_version|mrisurf\.c-cvs_version"
+    r"|FastSurfer_version|anatomy_type|hemi|VoxelVolume_mm3|VertexArea_mm2|ExcludeSegId|AnnotationFile|Annot"
     r"|NTableCols|NRows)[ \t]+([^\n]*)"
 )
 _STRAY_RE = re.compile(r"\n[ \t]*[^#\s]")

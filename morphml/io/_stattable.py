@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -370,6 +371,9 @@ def convert_tables(pending: Sequence[PendingFile]) -> list[np.ndarray]:
     return results
 
 
+_VALUE = operator.itemgetter(3)  # Measure.value
+
+
 def _check_finite(p: PendingFile, values: np.ndarray, known_finite: bool) -> None:
     """Refuse nan, inf and overflowing numbers (``1e400``) in a file that gives features.
 
@@ -381,7 +385,7 @@ def _check_finite(p: PendingFile, values: np.ndarray, known_finite: bool) -> Non
     if not known_finite and values.size and not np.isfinite(values).all():
         _raise_not_finite(p, values)
     # a sum is nan or inf when any term is (or, harmlessly, when huge terms overflow)
-    if p.measures and not math.isfinite(sum(m.value for m in p.measures)):
+    if p.measures and not math.isfinite(sum(map(_VALUE, p.measures))):
         _raise_measure_not_finite(p)
 
 
