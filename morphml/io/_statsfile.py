@@ -9,9 +9,9 @@ Identifying header fields (``cmdline``, ``hostname``, ``user``, ``SUBJECTS_DIR``
 ``subjectname``, time stamps, file paths) are dropped while parsing: a :class:`StatsFile`
 carries only non-identifying provenance.
 
-Speed: structure is parsed per file in Python; the numbers of a whole batch of files are
-converted to float64 in one call to Arrow's C++ parser (``read_stats_files``), which is
-several times faster than ``float()`` per token.
+This module parses each file's header (a few regexes with literal prefixes, no per-line
+Python loop) and the kinds registry (:mod:`morphml.io._kinds`) classifies file names; the table
+rows of a whole batch are split and converted together in :mod:`morphml.io._stattable`.
 """
 
 from __future__ import annotations
