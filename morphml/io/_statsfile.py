@@ -363,15 +363,20 @@ def _check_no_stray_rows(header: str, label: str, table_kind: str) -> None:
 
 
 def _header_measures(header: str, label: str) -> tuple[Measure, ...]:
+    first = header.find("# Measure ")
+    if first < 0:
+        return ()
+    # every match lies on a line from the first '# Measure ' to the last: scan only those
+    end = header.find("\n", header.rfind("# Measure ")) + 1 or len(header)
     try:
         # tuple.__new__ skips the Python-level __new__ of a NamedTuple (3x faster)
         measures = [
             _new_tuple(Measure, (key, name, desc, float(value), unit))
-            for key, name, desc, value, unit in _MEASURE_FAST_RE.findall(header)
+            for key, name, desc, value, unit in _MEASURE_FAST_RE.findall(header, first, end)
         ]
     except ValueError:
         measures = []
-    if len(measures) != header.count("# Measure "):
+    if len(measures) != header.count("# Measure ", first, end):
         # a malformed or unusual line: the careful parser keeps order and names the line
         measures = [
             _parse_measure(m.group(1), label, header, m.start())
