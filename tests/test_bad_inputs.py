@@ -29,7 +29,7 @@ from click.testing import CliRunner
 from morphml.cli import cli
 from morphml.db import connect, ingest, load_key, record_run
 from morphml.db._schema import create_schema_v1
-from morphml.io._writer import example_features, write_subject_stats
+from morphml.simulate import example_features, write_subject_stats
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from morphml.cli import cli
 from morphml.db import connect, ingest, load_key
 from morphml.exceptions import ColumnMapError, DatabaseError, IngestError, KeyFileError
-from morphml.io._writer import example_features, write_subject_stats
+from morphml.simulate import example_features, write_subject_stats
 from tests.conftest import SHARED_DATA
 
 FLAVORS = [("freesurfer", "7.4.1"), ("fastsurfer", "7.4.1"), ("freesurfer", "6.0")]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from morphml.io._writer import example_features, write_subject_stats
+from morphml.simulate import example_features, write_subject_stats
 
 FLAVORS = [
     ("freesurfer", "5.1"),

@@ -22,6 +22,7 @@ from functools import cache
 from importlib import resources
 
 from morphml.exceptions import FeatureIdError
+from morphml.io._kinds import KINDS
 
 __all__ = [
     "ATLASES",
@@ -40,29 +41,11 @@ __all__ = [
     "parse_feature_id",
 ]
 
-#: atlas -> (table kind, description)
+#: atlas -> (table kind, description), from the stats kinds registry
 ATLASES: dict[str, tuple[str, str]] = {
-    "aparc": ("surface", "Desikan-Killiany (?h.aparc.stats)"),
-    "aparc_pial": ("surface", "Desikan-Killiany on the pial surface (?h.aparc.pial.stats)"),
-    "a2009s": ("surface", "Destrieux (?h.aparc.a2009s.stats)"),
-    "DKT": (
-        "surface",
-        "Desikan-Killiany-Tourville (?h.aparc.DKTatlas[40|.mapped].stats)",
-    ),
-    "BA": ("surface", "Brodmann areas (?h.BA_exvivo.stats; FreeSurfer 5 ?h.BA.stats)"),
-    "BA_thresh": ("surface", "thresholded Brodmann areas (?h.BA_exvivo.thresh.stats)"),
-    "entorhinal": ("surface", "ex-vivo entorhinal label (?h.entorhinal_exvivo.stats)"),
-    "aseg": ("segmentation", "subcortical segmentation (aseg.stats)"),
-    "aseg_dkt": ("segmentation", "FastSurfer aseg+DKT.stats (subcortical + DKT cortex)"),
-    "wmparc": ("segmentation", "white-matter parcellation (wmparc.stats)"),
-    "wmparc_dkt": (
-        "segmentation",
-        "FastSurfer white-matter parcellation from DKT (wmparc.DKTatlas.mapped.stats)",
-    ),
-    "cerebnet": ("segmentation", "FastSurfer CerebNet cerebellum (cerebellum.CerebNet.stats)"),
-    "entowm": ("segmentation", "FreeSurfer 8 entorhinal white matter (entowm.stats)"),
-    "vsinus": ("segmentation", "FreeSurfer 8 venous sinus (vsinus.stats)"),
-    "global": ("global", "whole-brain and whole-hemisphere '# Measure' values"),
+    k.atlas: (k.table_kind if k.atlas_kind is None else k.atlas_kind, k.description)
+    for k in KINDS
+    if k.atlas_kind != ""
 }
 
 #: surface table column header -> measure (aparcstats2table's names)

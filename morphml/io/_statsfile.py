@@ -9,24 +9,19 @@ Identifying header fields (``cmdline``, ``hostname``, ``user``, ``SUBJECTS_DIR``
 ``subjectname``, time stamps, file paths) are dropped while parsing: a :class:`StatsFile`
 carries only non-identifying provenance.
 
-Speed: structure is parsed per file in Python; the numbers of a whole batch of files are
-converted to float64 in one call to Arrow's C++ parser (``read_stats_files``), which is
-several times faster than ``float()`` per token.
+This module parses each file's header (a few regexes with literal prefixes, no per-line
+Python loop) and the kinds registry (:mod:`morphml.io._kinds`) classifies file names; the table
+rows of a whole batch are split and converted together in :mod:`morphml.io._stattable`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import math
 import os
 import re
-import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from itertools import chain
-from typing import NamedTuple
 
 import numpy as np
 
@@ -37,6 +32,8 @@ from morphml.io._dictionary import (
     canonical_global,
     canonical_region,
 )
+from morphml.io._kinds import KINDS
+from morphml.io._stattable import Measure, PendingFile, check_tables, convert_tables, line_of
 
 __all__ = [
     "SKIPPED_KINDS",
@@ -52,43 +49,22 @@ __all__ = [
 SURFACE_TITLE = "Table of FreeSurfer cortical parcellation anatomical statistics"
 SEGMENTATION_TITLE = "Title Segmentation Statistics"
 
-# file name -> (atlas, table kind); hemisphere comes from the ``lh.``/``rh.`` prefix
+# file name -> (atlas, table kind), from the registry; hemisphere comes from ``lh.``/``rh.``
 _HEMI_KINDS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
-    (re.compile(rf"^(lh|rh)\.{pattern}\.stats$"), atlas, kind)
-    for pattern, atlas, kind in (
-        (r"aparc", "aparc", "surface"),
-        (r"aparc\.pial", "aparc_pial", "surface"),
-        (r"aparc\.a2009s", "a2009s", "surface"),
-        (r"aparc\.DKTatlas(?:40)?(?:\.mapped)?", "DKT", "surface"),
-        (r"BA(?:_exvivo)?", "BA", "surface"),
-        (r"BA(?:_exvivo)?\.thresh", "BA_thresh", "surface"),
-        (r"entorhinal_exvivo", "entorhinal", "surface"),
-        (r"w-g\.pct", "wgpct", "contrast"),
-        (r"curv", "curv", "curv"),
-    )
+    (re.compile(rf"^(lh|rh)\.{k.hemi_pattern}\.stats$"), k.atlas, k.table_kind)
+    for k in KINDS
+    if k.hemi_pattern
 )
 _PLAIN_KINDS: dict[str, tuple[str, str]] = {
-    "aseg.stats": ("aseg", "segmentation"),
-    "aseg+DKT.stats": ("aseg_dkt", "segmentation"),
-    "wmparc.stats": ("wmparc", "segmentation"),
-    "wmparc.DKTatlas.mapped.stats": ("wmparc_dkt", "segmentation"),
-    "cerebellum.CerebNet.stats": ("cerebnet", "segmentation"),
-    "entowm.stats": ("entowm", "segmentation"),
-    "vsinus.stats": ("vsinus", "segmentation"),
-    "brainvol.stats": ("global", "measures"),
+    name: (k.atlas, k.table_kind) for k in KINDS for name in k.names
 }
+#: how the "unknown stats kind" message lists the kinds
+_KNOWN_NAMES: tuple[str, ...] = (*sorted(_PLAIN_KINDS), *(k.shown for k in KINDS if k.shown))
+#: atlases only FastSurfer writes
+_FASTSURFER_ATLASES = frozenset(k.atlas for k in KINDS if k.fastsurfer)
 
 #: stats kinds that are recognised but carry no morphometric features, with the reason
-SKIPPED_KINDS: dict[str, str] = {
-    "curv": (
-        "?h.curv.stats is free-text mris_curvature_stats output (whole-surface curvature "
-        "summaries), not a per-region table; it carries no feature of the dictionary"
-    ),
-    "wgpct": (
-        "?h.w-g.pct.stats holds grey/white intensity contrast per region, an image-quality "
-        "measure rather than morphometry; it is parsed but not turned into features"
-    ),
-}
+SKIPPED_KINDS: dict[str, str] = {k.atlas: k.skipped for k in KINDS if k.skipped}
 
 # header keys kept as provenance: none of them can identify a person or a site's machines
 _SAFE_HEADER_KEYS = frozenset(
@@ -115,16 +91,6 @@ _CVS_RELEASES: dict[tuple[str, str], str] = {
     ("mrisurf.c", "1.693.2.7"): "5.3",
 }
 _PLAIN_VERSION_RE = re.compile(r"^v?(\d+\.\d+(?:\.\d+)?)\S*$")
-
-
-class Measure(NamedTuple):
-    """One ``# Measure key, name, description, value, unit`` line."""
-
-    key: str
-    name: str
-    description: str
-    value: float
-    unit: str
 
 
 @dataclass(eq=False)
@@ -225,48 +191,15 @@ def classify_stats_name(name: str) -> tuple[str, str, str]:
         match = pattern.match(base)
         if match:
             return atlas, match.group(1), kind
-    known = [
-        *sorted(_PLAIN_KINDS),
-        "?h.aparc.stats",
-        "?h.aparc.pial.stats",
-        "?h.aparc.a2009s.stats",
-        "?h.aparc.DKTatlas[40|.mapped].stats",
-        "?h.BA[_exvivo][.thresh].stats",
-        "?h.entorhinal_exvivo.stats",
-        "?h.w-g.pct.stats",
-        "?h.curv.stats",
-    ]
     raise UnknownStatsKindError(
         name,
         None,
-        f"unknown stats kind {base!r}; morphml reads {', '.join(known)} "
+        f"unknown stats kind {base!r}; morphml reads {', '.join(_KNOWN_NAMES)} "
         "(pass as_name= to read a renamed copy)",
     )
 
 
 # --------------------------------------------------------------------------- parsing
-
-
-@dataclass
-class _Pending:
-    """A file whose structure is parsed and whose numbers still need converting."""
-
-    label: str
-    text: str
-    content_hash: str = field(default="", init=False)
-    base: str = field(default="", init=False)
-    atlas: str
-    hemi: str
-    table_kind: str
-    software: str
-    version: str
-    provenance: dict[str, str]
-    columns: tuple[str, ...]
-    numeric_columns: tuple[str, ...]
-    structures: tuple[str, ...]
-    tokens: list[bytes]
-    first_row_line: int
-    measures: tuple[Measure, ...]
 
 
 def _decode(data: bytes, label: str) -> str:
@@ -295,7 +228,7 @@ def _parse_measure(body: str, label: str, header: str, pos: int) -> Measure:
     if len(parts) != 5:
         raise StatsFileError(
             label,
-            _line_of(header, pos),
+            line_of(header, pos),
             f"expected '# Measure key, name, description, value, unit' (5 fields), "
             f"got {len(parts)} fields",
         )
@@ -305,7 +238,7 @@ def _parse_measure(body: str, label: str, header: str, pos: int) -> Measure:
     except ValueError:
         raise StatsFileError(
             label,
-            _line_of(header, pos),
+            line_of(header, pos),
             f"'# Measure {key.strip()}' value {value.strip()!r} is not a number",
         ) from None
     return Measure(key.strip(), name.strip(), desc.strip(), number, unit.strip())
@@ -336,7 +269,7 @@ def _detect_version_cached(
     fastsurfer = (
         program == "segstats.py"
         or fastsurfer_version is not None
-        or atlas in ("aseg_dkt", "wmparc_dkt", "cerebnet")
+        or atlas in _FASTSURFER_ATLASES
         or mapped
     )
     if fastsurfer:
@@ -367,17 +300,15 @@ _MEASURE_RE = re.compile(r"# Measure ([^\n]*)")
 _MEASURE_FAST_RE = re.compile(
     r"# Measure ([^,\n]*), ([^, \n]*)(?:, | )([^,\n]*), ([^,\n]*), ([^,\s]*)[ \t\r]*\n"
 )
-_FLOAT_RE = re.compile(r"-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?$")
+# the look-ahead (first letters of the keys) skips the many TableCol and Measure lines fast
 _KEY_RE = re.compile(
-    r"\n# (generating_program|cvs_version|mrisurf\.c-cvs_version|FastSurfer_version"
-    r"|anatomy_type|hemi|VoxelVolume_mm3|VertexArea_mm2|ExcludeSegId|AnnotationFile|Annot"
+    r"\n# (?=[gcmFahVEAN])(generating_program|cvs_version|mrisurf\.c-cvs_version"
+    r"|FastSurfer_version|anatomy_type|hemi|VoxelVolume_mm3|VertexArea_mm2|ExcludeSegId|AnnotationFile|Annot"
     r"|NTableCols|NRows)[ \t]+([^\n]*)"
 )
 _STRAY_RE = re.compile(r"\n[ \t]*[^#\s]")
-
-
-def _line_of(text: str, pos: int) -> int:
-    return text.count("\n", 0, pos) + 1
+_STRAY_FIRST_RE = re.compile(r"[ \t]*[^#\s]")
+_new_tuple = tuple.__new__
 
 
 def _pop_int(prov: dict[str, str], key: str, label: str, header: str) -> int | None:
@@ -387,7 +318,7 @@ def _pop_int(prov: dict[str, str], key: str, label: str, header: str) -> int | N
     try:
         return int(value)
     except ValueError:
-        line = _line_of(header, header.find(f"# {key}"))
+        line = line_of(header, header.find(f"# {key}"))
         raise StatsFileError(label, line, f"'# {key}' value {value!r} is not an integer") from None
 
 
@@ -398,55 +329,64 @@ def _header_int(key: str, value: str, label: str, line: int) -> int:
         raise StatsFileError(label, line, f"'# {key}' value {value!r} is not an integer") from None
 
 
-def _parse_structure(text: str, label: str, base: str, data: bytes | None = None) -> _Pending:
-    atlas, hemi, table_kind = classify_stats_name(base)
-    if table_kind == "curv":
-        return _Pending(
-            label, text, atlas, hemi, table_kind, "FreeSurfer", "unknown", {}, (), (), (),
-            [], 0, (),
-        )  # fmt: skip
-    if table_kind == "surface":
-        expected_title = SURFACE_TITLE
-    elif table_kind == "measures":
-        expected_title = ""
-    else:
-        expected_title = SEGMENTATION_TITLE
-    if expected_title:
-        first = text[: text.find("\n")] if "\n" in text else text
-        if first.lstrip("#").strip() != expected_title:
-            raise StatsFileError(
-                label,
-                1,
-                f"expected the title line '# {expected_title}' for a {table_kind} stats file, "
-                f"got {first[:60]!r}",
-            )
-    col_pos = text.find("\n# ColHeaders")
-    header = text[:col_pos] if col_pos >= 0 else text
-    stray = _STRAY_RE.search("\n" + header)
-    if stray:
-        what = (
-            "expected only '# Measure' lines in brainvol.stats"
-            if table_kind == "measures"
-            else "table row before the '# ColHeaders' line; expected a header line"
+def _check_title(text: str, label: str, table_kind: str) -> None:
+    if table_kind == "measures":
+        return
+    expected = SURFACE_TITLE if table_kind == "surface" else SEGMENTATION_TITLE
+    end = text.find("\n")
+    first = text[:end] if end >= 0 else text
+    if first.lstrip("#").strip() != expected:
+        raise StatsFileError(
+            label,
+            1,
+            f"expected the title line '# {expected}' for a {table_kind} stats file, "
+            f"got {first[:60]!r}",
         )
-        raise StatsFileError(label, _line_of(header, stray.start()), what)
+
+
+def _check_no_stray_rows(header: str, label: str, table_kind: str) -> None:
+    if header[:1] == "#" and header.count("\n") == header.count("\n#"):
+        return  # every line starts with '#': the usual case, without a regex
+    if _STRAY_FIRST_RE.match(header):
+        line = 1
+    else:
+        stray = _STRAY_RE.search(header)
+        if stray is None:
+            return
+        line = line_of(header, stray.start() + 1)
+    what = (
+        "expected only '# Measure' lines in brainvol.stats"
+        if table_kind == "measures"
+        else "table row before the '# ColHeaders' line; expected a header line"
+    )
+    raise StatsFileError(label, line, what)
+
+
+def _header_measures(header: str, label: str) -> tuple[Measure, ...]:
+    first = header.find("# Measure ")
+    if first < 0:
+        return ()
+    # every match lies on a line from the first '# Measure ' to the last: scan only those
+    end = header.find("\n", header.rfind("# Measure ")) + 1 or len(header)
     try:
+        # tuple.__new__ skips the Python-level __new__ of a NamedTuple (3x faster)
         measures = [
-            Measure(key, name, desc, float(value), unit)
-            for key, name, desc, value, unit in _MEASURE_FAST_RE.findall(header)
+            _new_tuple(Measure, (key, name, desc, float(value), unit))
+            for key, name, desc, value, unit in _MEASURE_FAST_RE.findall(header, first, end)
         ]
     except ValueError:
         measures = []
-    if len(measures) != header.count("# Measure "):
+    if len(measures) != header.count("# Measure ", first, end):
         # a malformed or unusual line: the careful parser keeps order and names the line
         measures = [
             _parse_measure(m.group(1), label, header, m.start())
             for m in _MEASURE_RE.finditer(header)
         ]
-    # declared TableCol names, in file order (cheap split; the regex only runs on a mismatch)
-    declared_fast = [
-        piece.split(None, 1)[0] for piece in header.split(" ColHeader ")[1:] if piece.strip()
-    ]
+    return tuple(measures)
+
+
+def _header_provenance(header: str, label: str) -> tuple[dict[str, str], int | None, int | None]:
+    """Safe provenance, ``# NTableCols`` and ``# NRows`` of a header."""
     prov = dict(_KEY_RE.findall(header))
     ntablecols = _pop_int(prov, "NTableCols", label, header)
     nrows = _pop_int(prov, "NRows", label, header)
@@ -463,112 +403,95 @@ def _parse_structure(text: str, label: str, base: str, data: bytes | None = None
     for key, value in prov.items():
         if value[:1] == "$" or value[-1:] in " $\r\t":
             prov[key] = value.strip().strip("$").strip()
-    prov = {k: v for k, v in prov.items() if v}
-    software, version = _detect_version(label, atlas, prov, base)
-    if table_kind == "measures":
-        if not measures:
-            raise StatsFileError(label, None, "no '# Measure' lines; expected brainvol measures")
-        return _Pending(
-            label, text, atlas, hemi, table_kind, software, version, prov, (), (), (), [],
-            0, tuple(measures),
-        )  # fmt: skip
-    if col_pos < 0:
-        raise StatsFileError(
-            label,
-            _line_of(text, len(text)),
-            "no '# ColHeaders' line before the end of the file (truncated?); "
-            "expected the header to end with '# ColHeaders ...'",
-        )
-    col_end = text.find("\n", col_pos + 1)
-    colheaders = text[col_pos + 1 : col_end if col_end >= 0 else len(text)].split()[2:]
-    header_line = _line_of(text, col_pos + 1)
+    return {k: v for k, v in prov.items() if v}, ntablecols, nrows
+
+
+def _check_columns(
+    colheaders: list[str], header: str, label: str, text: str, at: int, ntablecols: int | None
+) -> None:
+    """``# ColHeaders`` (at ``text[at]``) must agree with ``# NTableCols`` and ``# TableCol``
+    and name StructName."""
     if ntablecols is not None and ntablecols != len(colheaders):
         raise StatsFileError(
             label,
-            header_line,
+            line_of(text, at),
             f"'# NTableCols {ntablecols}' disagrees with the {len(colheaders)} names on "
             f"'# ColHeaders' ({' '.join(colheaders)})",
         )
+    # declared TableCol names, in file order (cheap split; the regex only runs on a mismatch)
+    declared_fast = [
+        piece.split(None, 1)[0] for piece in header.split(" ColHeader ")[1:] if piece.strip()
+    ]
     if declared_fast and declared_fast != colheaders:
         tablecols: dict[int, str] = {}
         for m in _TABLECOL_RE.finditer(header):
             index, col = m.groups()
             if not index.isdigit():
-                _header_int("TableCol", index, label, _line_of(header, m.start()))
+                _header_int("TableCol", index, label, line_of(header, m.start()))
             tablecols[int(index)] = col
         declared = [tablecols[k] for k in sorted(tablecols)]
         if declared != colheaders:
             raise StatsFileError(
                 label,
-                header_line,
+                line_of(text, at),
                 f"'# TableCol' headers {declared} disagree with '# ColHeaders' {colheaders}",
             )
     if "StructName" not in colheaders:
         raise StatsFileError(
-            label, header_line, f"'# ColHeaders' has no StructName column: {colheaders}"
+            label, line_of(text, at), f"'# ColHeaders' has no StructName column: {colheaders}"
         )
     if len(set(colheaders)) != len(colheaders):
         raise StatsFileError(
-            label, header_line, f"duplicate names in '# ColHeaders': {colheaders}"
+            label, line_of(text, at), f"duplicate names in '# ColHeaders': {colheaders}"
         )
-    name_idx = colheaders.index("StructName")
-    ncols = len(colheaders)
-    body_text = text[col_end + 1 :] if col_end >= 0 else ""
+
+
+def _parse_header(text: str, label: str, base: str, data: bytes) -> PendingFile:
+    """Everything of one file but its table rows (see :mod:`morphml.io._stattable`)."""
+    atlas, hemi, table_kind = classify_stats_name(base)
+    gives_features = atlas not in SKIPPED_KINDS
+    if table_kind == "curv":
+        return PendingFile(
+            label, text, data, atlas, hemi, table_kind, "FreeSurfer", "unknown", {}, (), (), (),
+            gives_features,
+        )  # fmt: skip
+    _check_title(text, label, table_kind)
+    col_pos = text.find("\n# ColHeaders")
+    header = text[:col_pos] if col_pos >= 0 else text
+    _check_no_stray_rows(header, label, table_kind)
+    measures = _header_measures(header, label)
+    prov, ntablecols, nrows = _header_provenance(header, label)
+    software, version = _detect_version(label, atlas, prov, base)
+    if table_kind == "measures":
+        if not measures:
+            raise StatsFileError(label, None, "no '# Measure' lines; expected brainvol measures")
+        return PendingFile(
+            label, text, data, atlas, hemi, table_kind, software, version, prov, (), (),
+            measures, gives_features,
+        )  # fmt: skip
+    if col_pos < 0:
+        raise StatsFileError(
+            label,
+            line_of(text, len(text)),
+            "no '# ColHeaders' line before the end of the file (truncated?); "
+            "expected the header to end with '# ColHeaders ...'",
+        )
+    col_end = text.find("\n", col_pos + 1)
+    colheaders = text[col_pos + 1 : col_end if col_end >= 0 else len(text)].split()[2:]
+    _check_columns(colheaders, header, label, text, col_pos + 1, ntablecols)
     if not text.endswith("\n"):
         raise StatsFileError(
             label,
-            _line_of(text, len(text)),
+            line_of(text, len(text)),
             "the file does not end with a newline: it looks truncated "
             "(FreeSurfer and FastSurfer end every row with a newline)",
         )
-    # the table is tokenised as bytes: bytes.split() is a third faster than str.split(), and
-    # Arrow takes the bytes as they are
-    if data is not None and len(data) == len(text):
-        body = data[col_end + 1 :]
-    else:
-        body = body_text.encode()
-    tokens = body.split()
-    if not tokens:
-        raise StatsFileError(
-            label, header_line, "no table rows after '# ColHeaders' (truncated or empty table)"
-        )
-    if len(tokens) % ncols or b"#" in body:
-        _raise_row_error(body_text.split("\n"), header_line, ncols, label)
-    # every row must start a line: catches rows whose columns spill onto the next line
-    firsts = [line.lstrip().partition(b" ")[0] for line in body.split(b"\n")]
-    if [f for f in firsts if f] != tokens[0::ncols]:
-        # slower but exact for tab-separated rows
-        exact = [p[0] for p in (line.split(None, 1) for line in body.split(b"\n")) if p]
-        if exact != tokens[0::ncols]:
-            _raise_row_error(body_text.split("\n"), header_line, ncols, label)
-    structures = b"\n".join(tokens[name_idx::ncols]).decode().split("\n")
-    del tokens[name_idx::ncols]
-    if nrows is not None and nrows != len(structures):
-        raise StatsFileError(
-            label,
-            _line_of(text, len(text)),
-            f"'# NRows {nrows}' but the table has {len(structures)} rows (truncated?)",
-        )
-    if len(set(structures)) != len(structures):
-        seen: dict[str, int] = {}
-        for offset, line in enumerate(body_text.split("\n")):
-            parts = line.split()
-            if not parts:
-                continue
-            struct = parts[name_idx]
-            lineno = header_line + 1 + offset
-            if struct in seen:
-                raise StatsFileError(
-                    label,
-                    lineno,
-                    f"duplicate structure {struct!r} (first on line {seen[struct]}); "
-                    "expected each structure once",
-                )
-            seen[struct] = lineno
-    numeric = _numeric_columns(tuple(colheaders))
-    return _Pending(
-        label, text, atlas, hemi, table_kind, software, version, prov, tuple(colheaders),
-        numeric, tuple(structures), tokens, header_line + 1, tuple(measures),
+    if len(data) != len(text):  # not ASCII: character and byte offsets differ
+        col_end = data.find(b"\n", data.find(b"\n# ColHeaders") + 1)
+    columns = tuple(colheaders)
+    return PendingFile(
+        label, text, data, atlas, hemi, table_kind, software, version, prov, columns,
+        _numeric_columns(columns), measures, gives_features, col_pos + 1, col_end + 1, nrows,
     )  # fmt: skip
 
 
@@ -577,178 +500,22 @@ def _numeric_columns(colheaders: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(c for c in colheaders if c != "StructName")
 
 
-def _raise_row_error(body_lines: Sequence[str], header_line: int, ncols: int, label: str) -> None:
-    _check_row_lengths(body_lines, header_line, ncols, label)
-    raise StatsFileError(label, None, "table rows do not line up with '# ColHeaders'")
-
-
-def _check_row_lengths(
-    body_lines: Sequence[str], header_line: int, ncols: int, label: str
-) -> None:
-    """Raise for the first row line (after line ``header_line``) with a wrong column count."""
-    for offset, line in enumerate(body_lines):
-        lineno = header_line + 1 + offset
-        if line.lstrip().startswith("#"):
-            raise StatsFileError(label, lineno, "header line inside the table; expected a row")
-        parts = line.split()
-        if parts and len(parts) != ncols:
-            raise StatsFileError(label, lineno, f"expected {ncols} columns, got {len(parts)}")
-
-
-def _convert_one(p: _Pending) -> np.ndarray:
-    """Convert one file's tokens with Python floats, naming the first bad value."""
-    ncol = len(p.numeric_columns)
-    try:
-        flat = [float(t) for t in p.tokens]
-    except ValueError:
-        _raise_value_error(p)
-        raise  # pragma: no cover - _raise_value_error always raises
-    return np.asarray(flat, dtype=np.float64).reshape(-1, ncol)
-
-
-def _raise_value_error(p: _Pending) -> None:
-    lines = p.text.split("\n")
-    start = p.first_row_line - 1
-    _check_row_lengths(lines[start:], start, len(p.columns), p.label)
-    name_idx = p.columns.index("StructName")
-    for lineno in range(p.first_row_line, len(lines) + 1):
-        parts = lines[lineno - 1].split()
-        for j, tok in enumerate(parts):
-            if j == name_idx:
-                continue
-            try:
-                float(tok)
-            except ValueError:
-                raise StatsFileError(
-                    p.label,
-                    lineno,
-                    f"column {p.columns[j]!r} value {tok!r} is not a number "
-                    f"(structure {parts[name_idx]!r})",
-                ) from None
-    raise StatsFileError(p.label, None, "a table value is not a number")
-
-
-def _finish(p: _Pending, values: np.ndarray) -> StatsFile:
+def _finish(p: PendingFile, values: np.ndarray, base: str, content_hash: str) -> StatsFile:
     return StatsFile(
-        name=p.base,
+        name=base,
         atlas=p.atlas,
         hemi=p.hemi,
         table_kind=p.table_kind,
         software=p.software,
         version=p.version,
-        provenance=dict(p.provenance),
+        provenance=p.provenance,
         columns=p.columns,
         numeric_columns=p.numeric_columns,
         structures=p.structures,
         values=values,
         measures=p.measures,
-        content_hash=p.content_hash,
+        content_hash=content_hash,
     )
-
-
-def _raise_not_finite(p: _Pending, values: np.ndarray) -> None:
-    """Name the line, structure and column of the first nan/inf value (e.g. ``1e400``)."""
-    row, col = (int(i) for i in np.argwhere(~np.isfinite(values))[0])
-    lines = p.text.split("\n")
-    name_idx = p.columns.index("StructName")
-    lineno, seen = p.first_row_line, -1
-    for lineno in range(p.first_row_line, len(lines) + 1):
-        if lines[lineno - 1].split():
-            seen += 1
-            if seen == row:
-                break
-    token = lines[lineno - 1].split()
-    raw = [t for j, t in enumerate(token) if j != name_idx][col] if token else "?"
-    raise StatsFileError(
-        p.label,
-        lineno,
-        f"column {p.numeric_columns[col]!r} value {raw!r} of structure {p.structures[row]!r} "
-        "is not a finite number; expected a finite number (nan, inf and values beyond "
-        "1.8e308 are refused)",
-    )
-
-
-def _raise_measure_not_finite(p: _Pending) -> None:
-    """Name the first '# Measure' line whose value is not finite (returns when none is)."""
-    for m in p.measures:
-        if not math.isfinite(m.value):
-            pos = p.text.find(f"# Measure {m.key}, {m.name},")
-            if pos < 0:
-                pos = p.text.find(f"# Measure {m.key}, {m.name} ")
-            line = _line_of(p.text, pos) if pos >= 0 else None
-            raise StatsFileError(
-                p.label,
-                line,
-                f"'# Measure {m.key}, {m.name}' value {m.value!r} is not a finite number; "
-                "expected a finite number (nan, inf and values beyond 1.8e308 are refused)",
-            )
-
-
-def _convert_batch(pending: Sequence[_Pending]) -> list[np.ndarray]:
-    tables = [p for p in pending if p.tokens]
-    total = sum(len(p.tokens) for p in tables)
-    out: dict[int, np.ndarray] = {}
-    batch_finite = False
-    if total >= 2048:
-        flat = _arrow_floats(tables)
-        if flat is not None:
-            # one vectorised test for the whole batch; files are looked at one by one only
-            # when it finds a nan or inf (see _check_finite)
-            batch_finite = bool(np.isfinite(flat).all())
-            start = 0
-            for p in tables:
-                stop = start + len(p.tokens)
-                out[id(p)] = flat[start:stop].reshape(-1, len(p.numeric_columns))
-                start = stop
-    results = []
-    for p in pending:
-        if not p.tokens:
-            results.append(np.empty((0, len(p.numeric_columns)), dtype=np.float64))
-        elif id(p) in out:
-            results.append(out[id(p)])
-        else:
-            results.append(_convert_one(p))
-    for p, values in zip(pending, results, strict=True):
-        _check_finite(p, values, batch_finite and id(p) in out)
-    return results
-
-
-def _check_finite(p: _Pending, values: np.ndarray, known_finite: bool) -> None:
-    """Refuse nan, inf and overflowing numbers (``1e400``) in a file that gives features.
-
-    They would be stored as features and break every fit later. Kinds that give no feature
-    keep theirs (real ``?h.w-g.pct.stats`` files hold '-nan' SNRs).
-    """
-    if p.atlas in SKIPPED_KINDS:
-        return
-    if not known_finite and values.size and not np.isfinite(values).all():
-        _raise_not_finite(p, values)
-    # a sum is nan or inf when any term is (or, harmlessly, when huge terms overflow)
-    if p.measures and not math.isfinite(sum(m.value for m in p.measures)):
-        _raise_measure_not_finite(p)
-
-
-def _arrow_floats(tables: Sequence[_Pending]) -> np.ndarray | None:
-    """All tokens of ``tables`` as one float64 array, or None if any is not a plain number."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    blob = b"\n".join(chain.from_iterable(p.tokens for p in tables))
-    try:
-        table = pacsv.read_csv(
-            io.BytesIO(blob),
-            read_options=pacsv.ReadOptions(column_names=["v"], use_threads=False),
-            parse_options=pacsv.ParseOptions(quote_char=False, double_quote=False),
-            convert_options=pacsv.ConvertOptions(
-                column_types={"v": pa.float64()}, null_values=[], strings_can_be_null=False
-            ),
-        )
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return None  # the per-file path finds and names the bad value
-    col = table.column(0)
-    if col.null_count:
-        return None
-    return np.asarray(col.to_numpy(), dtype=np.float64)
 
 
 def parse_stats_bytes(data: bytes, name: str, *, label: str | None = None) -> StatsFile:
@@ -764,10 +531,10 @@ def parse_stats_bytes(data: bytes, name: str, *, label: str | None = None) -> St
         How the file is named in error messages (defaults to ``name``).
     """
     label = label or name
-    pending = _parse_structure(_decode(data, label), label, os.path.basename(name), data)
-    pending.content_hash = hashlib.sha256(data).hexdigest()
-    pending.base = os.path.basename(name)
-    return _finish(pending, _convert_batch([pending])[0])
+    base = os.path.basename(name)
+    pending = _parse_header(_decode(data, label), label, base, data)
+    values = convert_tables([pending])[0]
+    return _finish(pending, values, base, hashlib.sha256(data).hexdigest())
 
 
 def read_stats_file(path: str | os.PathLike[str], *, as_name: str | None = None) -> StatsFile:
@@ -799,22 +566,35 @@ def read_stats_file(path: str | os.PathLike[str], *, as_name: str | None = None)
     return read_stats_files([path], as_names=[as_name] if as_name else None)[0]
 
 
+#: one read takes any stats file up to this size (a FreeSurfer 7 wmparc.stats is ~22 kB)
+_FIRST_READ = 1 << 16
+
+
 def _read_bytes(path: str) -> bytes:
-    # os.open/os.read skip the buffered-file objects of open(): ~2x faster on small files
+    # os.open/os.read skip the buffered-file objects of open(): ~2x faster on small files;
+    # reading a directory raises IsADirectoryError (EISDIR) without an fstat
     fd = os.open(path, os.O_RDONLY)
     try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise IsADirectoryError(path)
-        data = os.read(fd, info.st_size + 1)
-        if len(data) <= info.st_size:
-            return data  # asked for one byte more than the file holds: this is all of it
+        data = os.read(fd, _FIRST_READ)
+        if len(data) < _FIRST_READ:
+            return data
         chunks = [data]
         while chunks[-1]:
             chunks.append(os.read(fd, 1 << 20))
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def _read_one(label: str) -> bytes:
+    try:
+        return _read_bytes(label)
+    except IsADirectoryError:
+        raise StatsFileError(label, None, "is a directory; expected a stats file") from None
+    except FileNotFoundError:
+        raise StatsFileError(label, None, "file not found") from None
+    except OSError as err:
+        raise StatsFileError(label, None, f"cannot be read: {err.strerror}") from None
 
 
 def read_stats_files(
@@ -825,8 +605,9 @@ def read_stats_files(
 ) -> list[StatsFile]:
     """Read many stats files, converting all their numbers in one batch.
 
-    Equivalent to calling :func:`read_stats_file` on each path, but faster: numbers of the
-    whole batch go through one call to Arrow's float parser.
+    Equivalent to calling :func:`read_stats_file` on each path, but faster: the table rows of
+    the whole batch are split by a few numpy passes over their bytes and their numbers
+    converted by one Arrow cast.
 
     Parameters
     ----------
@@ -837,26 +618,24 @@ def read_stats_files(
         Compute each file's SHA-256 (``StatsFile.content_hash``), which ingest records to
         recognise unchanged files; ``False`` leaves it empty and saves ~4 us a file.
     """
-    pending = []
-    for k, path in enumerate(paths):
-        label = os.fspath(path)
-        base = os.path.basename(label)
-        alias = as_names[k] if as_names else None
-        name = alias if alias else base
-        try:
-            data = _read_bytes(label)
-        except IsADirectoryError:
-            raise StatsFileError(label, None, "is a directory; expected a stats file") from None
-        except FileNotFoundError:
-            raise StatsFileError(label, None, "file not found") from None
-        except OSError as err:
-            raise StatsFileError(label, None, f"cannot be read: {err.strerror}") from None
-        parsed = _parse_structure(_decode(data, label), label, os.path.basename(name), data)
-        if content_hash:
-            parsed.content_hash = hashlib.sha256(data).hexdigest()
-        parsed.base = base
-        pending.append(parsed)
-    return [_finish(p, v) for p, v in zip(pending, _convert_batch(pending), strict=True)]
+    pending: list[PendingFile] = []
+    bases: list[str] = []
+    hashes: list[str] = []
+    try:
+        for k, path in enumerate(paths):
+            label = os.fspath(path)
+            base = os.path.basename(label)
+            alias = as_names[k] if as_names else None
+            data = _read_one(label)
+            name = os.path.basename(alias) if alias else base
+            pending.append(_parse_header(_decode(data, label), label, name, data))
+            bases.append(base)
+            hashes.append(hashlib.sha256(data).hexdigest() if content_hash else "")
+    except StatsFileError:
+        check_tables(pending)  # a table error of an earlier file is reported first
+        raise
+    values = convert_tables(pending)
+    return [_finish(*args) for args in zip(pending, values, bases, hashes, strict=True)]
 
 
 # --------------------------------------------------------------------------- features

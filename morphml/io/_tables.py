@@ -1170,6 +1170,289 @@ def _derive_age(
     return pd.Series(ages, dtype=np.float64)
 
 
+@dataclass
+class _Sources:
+    """The table, the optional participants file and the file each map key's column is in."""
+
+    path: str | Path
+    cmap: ColumnMap
+    id_col: str
+    part_id: str
+    missing: frozenset[str]
+    main: _Raw
+    part: _Raw | None
+    part_file: Path | None
+    roles: dict[str, str]
+    home: dict[str, _Raw]
+    surface_atlas: str
+
+    @property
+    def tables(self) -> list[_Raw]:
+        return [self.main] if self.part is None else [self.main, self.part]
+
+
+@dataclass
+class _Rows:
+    """The rows kept after the row filter and the repeated-id rules, and their ids."""
+
+    rows: np.ndarray  # positions in the table
+    part_rows: np.ndarray  # positions in the participants file
+    main_ids: pd.Series
+    part_ids: pd.Series
+    n_filtered: int
+    dropped: dict[str, str]
+    age_sessions: pd.Series | None
+
+
+def _open_sources(
+    path: str | Path, cmap: ColumnMap, participants_path: str | os.PathLike[str] | None
+) -> _Sources:
+    """Read the table (and participants file) and place every map key's column."""
+    if cmap.id is None:
+        raise ColumnMapError(
+            f"{path}: the column map has no 'id' key; name the table's id column (id: COLUMN)"
+        )
+    id_col = cmap.id
+    part_id = cmap.participants_id or id_col
+    main = _read_raw(path, cmap.sep)
+    part_file = participants_file(cmap, Path(path), participants_path)
+    part = _read_raw(part_file, cmap.sep) if part_file is not None else None
+    for raw, column, key in ((main, id_col, "id"), (part, part_id, "participants.id")):
+        if raw is not None and column not in raw.header:
+            raise ColumnMapError(
+                f"{raw.path} line 1: no id column {column!r} (map key {key!r})"
+                f"{_closest(column, raw.header)}"
+            )
+    surface_atlas = _surface_atlas(cmap, main)
+    # where each participant-side column lives: the participants file first, then the table
+    roles = cmap.role_columns()
+    home: dict[str, _Raw] = {}
+    for key, column in roles.items():
+        if part is not None and column in part.header:
+            home[key] = part
+        elif column in main.header:
+            home[key] = main
+        else:
+            names = main.header + (part.header if part is not None else [])
+            files = " or ".join(raw.path for raw in ([main] if part is None else [main, part]))
+            raise ColumnMapError(
+                f"map key {key!r} names column {column!r}, which is not in {files}"
+                f"{_closest(column, names)}"
+            )
+    for column in cmap.features:
+        if column not in main.header:
+            raise ColumnMapError(
+                f"map key 'features' names column {column!r}, which is not in {main.path}"
+                f"{_closest(column, main.header)}"
+            )
+    if cmap.sessions_from == "age" and home.get("age") is not main:
+        raise ColumnMapError(
+            f"map key 'sessions_from: age' needs the age column {cmap.age!r} in {main.path} "
+            "itself (repeated ids there are ordered by it)"
+        )
+    missing = frozenset(v.strip() for v in cmap.missing_values)
+    return _Sources(
+        path, cmap, id_col, part_id, missing, main, part, part_file, roles, home, surface_atlas
+    )
+
+
+def _feature_columns(
+    src: _Sources,
+) -> tuple[list[str], list[str], list[str], list[str], dict[str, str]]:
+    """Feature columns and their ids, ignored, unrecognised and not-imported columns."""
+    cmap, main, part, roles, home = src.cmap, src.main, src.part, src.roles, src.home
+    refused: list[tuple[str, str, str]] = []
+    used_main = {src.id_col: "id"} | {c: k for k, c in roles.items() if home[k] is main}
+    columns, fids, ignored, unrecognised, not_imported = _classify(
+        main, cmap, used_main, src.surface_atlas, refused
+    )
+    if part is not None:
+        used_part = {src.part_id: "id"} | {c: k for k, c in roles.items() if home[k] is part}
+        _, _, p_ignored, p_unrecognised, p_not = _classify(part, cmap, used_part, None, refused)
+        ignored += p_ignored
+        unrecognised += p_unrecognised
+        not_imported |= p_not
+    _refuse_identifying(main.path, refused)
+    if unrecognised and cmap.unrecognised == "error":
+        files = " and ".join(Path(raw.path).name for raw in src.tables)
+        raise ColumnMapError(
+            f"{main.path}: {len(unrecognised)} column(s) of {files} are neither recognised as "
+            f"features nor named in the column map: {_listing(unrecognised)}. Add them to "
+            "'ignore' (glob patterns allowed, e.g. '*_Z_predict') to leave them out, to "
+            "'features' ({column: feature_id}) to import them as features, or map them as "
+            "phenotypes"
+        )
+    if "surface_atlas" not in cmap.model_fields_set and src.surface_atlas == "aparc":
+        auto = [f for c, f in zip(columns, fids, strict=True) if c not in cmap.features]
+        _check_dk_or_dkt(
+            auto,
+            main.path,
+            "set 'surface_atlas: aparc' or 'surface_atlas: DKT' in the map",
+            ColumnMapError,
+        )
+    return columns, fids, ignored, unrecognised, not_imported
+
+
+def _main_rows(src: _Sources, columns: list[str]) -> _Rows:
+    """The table's rows after its row filter and repeated-id rules (participants: later)."""
+    cmap, main, home = src.cmap, src.main, src.home
+    main_ids = _ids(main, src.id_col)
+    rows = np.arange(len(main.frame))
+    n_filtered = 0
+    if cmap.rows is not None and home["rows.column"] is main:
+        mask = _filter_mask(main, cmap.rows)
+        rows = rows[mask]
+        n_filtered = int((~mask).sum())
+    main_compare = columns + [c for k, c in src.roles.items() if home[k] is main]
+    main_keys = main_ids
+    if cmap.session is not None and home["session"] is main:
+        # one row per scan: with a session column an id may repeat, once per session
+        main_keys = main_ids + " (session " + _stripped(main, cmap.session) + ")"
+    age_sessions: pd.Series | None = None
+    if cmap.sessions_from == "age" and cmap.age is not None:
+        # repeated ids at different ages are sessions, labelled by the age (stable when a
+        # later release adds a visit); repeats at the same age must agree
+        ages = pd.to_numeric(_stripped(main, cmap.age), errors="coerce")
+        age_sessions = ages.map(lambda a: "" if pd.isna(a) else f"age-{a:09.4f}")
+        main_keys = main_ids + " (" + age_sessions + ")"
+    rows, dropped = _dedupe_ids(
+        main, main_keys, rows, main_compare, cmap.duplicate_ids, src.id_col, _DUPLICATE_HINT
+    )
+    empty = pd.Series(dtype=object)
+    return _Rows(rows, np.arange(0), main_ids, empty, n_filtered, dropped, age_sessions)
+
+
+def _join_participant_rows(src: _Sources, sel: _Rows) -> None:
+    """Apply the participants file's row filter and repeated-id rules to ``sel``."""
+    cmap, part, home = src.cmap, src.part, src.home
+    if part is None:
+        return
+    part_id = src.part_id
+    sel.part_ids = _ids(part, part_id)
+    part_rows = np.arange(len(part.frame))
+    if cmap.rows is not None and home["rows.column"] is part:
+        part_rows = part_rows[_filter_mask(part, cmap.rows)]
+    part_compare = [c for k, c in src.roles.items() if home[k] is part]
+    sel.part_rows, p_dropped = _dedupe_ids(
+        part, sel.part_ids, part_rows, part_compare, cmap.duplicate_ids, part_id, _DUPLICATE_HINT
+    )
+    sel.dropped |= p_dropped
+    if cmap.rows is not None and home["rows.column"] is part:
+        # the filter lives in the participants file: scans without a kept row go
+        allowed = set(sel.part_ids.iloc[sel.part_rows])
+        mask = sel.main_ids.iloc[sel.rows].isin(allowed).to_numpy()
+        sel.n_filtered += int((~mask).sum())
+        sel.rows = sel.rows[mask]
+    if p_dropped:
+        sel.rows = sel.rows[~sel.main_ids.iloc[sel.rows].isin(list(p_dropped)).to_numpy()]
+
+
+def _role_values(src: _Sources, sel: _Rows, key: str, ids: np.ndarray) -> np.ndarray:
+    """The parsed values of one map key's column, in the order of ``ids``."""
+    cmap, raw = src.cmap, src.home[key]
+    raw_rows = sel.rows if raw is src.main else sel.part_rows
+    if key == "identifying.scan_date" and cmap.identifying is not None:
+        if src.home["identifying.birth_date"] is not raw:
+            raise ColumnMapError(
+                "map keys 'identifying.birth_date' and 'identifying.scan_date' must name "
+                "columns of the same file"
+            )
+        parsed = _derive_age(raw, raw_rows, cmap.identifying, src.missing)
+    else:
+        parsed = _parse_role(raw, raw_rows, key, cmap, src.missing)
+    if raw is src.main:
+        return parsed.to_numpy()
+    by_id = pd.Series(parsed.to_numpy(), index=sel.part_ids.iloc[raw_rows].to_numpy())
+    return by_id.reindex(ids).to_numpy()
+
+
+def _parse_cells(
+    src: _Sources, sel: _Rows, columns: list[str], on_bad_row: str
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict[str, str]]:
+    """Parse every cell: ids, feature values, role values and the rows left out.
+
+    With ``on_bad_row="skip"`` a row that cannot be read is left out of ``sel`` (its reason
+    recorded) and the parse goes on without it.
+    """
+    cmap, main = src.cmap, src.main
+    keys = [k for k in src.roles if not k.startswith(("rows.", "identifying.birth_date"))]
+    skipped: dict[str, str] = {}
+    while True:
+        if not len(sel.rows):
+            raise TableImportError(
+                f"{main.path}: no row is left to import"
+                + (
+                    f" after the row filter (column {cmap.rows.column!r} keeps {cmap.rows.keep})"
+                    if cmap.rows is not None
+                    else ""
+                )
+                + (" after leaving out the rows that cannot be read" if skipped else "")
+            )
+        ids = sel.main_ids.iloc[sel.rows].to_numpy(dtype=object)
+        try:
+            values = _to_float(main, sel.rows, columns, src.missing)
+            parsed = {key: _role_values(src, sel, key, ids) for key in keys}
+            return ids, values, parsed, skipped
+        except (TableImportError, ColumnMapError) as exc:
+            bad = _bad_row(exc)
+            if on_bad_row != "skip" or bad is None:
+                raise
+            raw, row = bad
+            if raw is main:
+                skipped[str(sel.main_ids.iloc[row])] = str(exc)
+                sel.rows = sel.rows[sel.rows != row]
+            else:
+                bad_id = str(sel.part_ids.iloc[row])
+                skipped[bad_id] = str(exc)
+                sel.part_rows = sel.part_rows[sel.part_rows != row]
+                sel.rows = sel.rows[(sel.main_ids.iloc[sel.rows] != bad_id).to_numpy()]
+
+
+def _participants_frame(
+    cmap: ColumnMap, sel: _Rows, ids: np.ndarray, parsed: dict[str, np.ndarray]
+) -> pd.DataFrame:
+    """One row per scan: id, age, sex, site, session and phenotypes."""
+    n = len(ids)
+    participants = pd.DataFrame({"id": ids})
+    if cmap.age is not None:
+        participants["age"] = parsed["age"].astype(np.float64)
+    elif cmap.identifying is not None:
+        participants["age"] = parsed["identifying.scan_date"].astype(np.float64)
+    else:
+        participants["age"] = np.full(n, np.nan)
+    participants["sex"] = parsed["sex.column"] if cmap.sex is not None else [None] * n
+    participants["site"] = parsed["site"] if cmap.site is not None else [cmap.site_value] * n
+    if cmap.session is not None:
+        participants["session"] = parsed["session"]
+    elif sel.age_sessions is not None:
+        # every row labelled by its age, repeated or not: a scan keeps its pseudonym when a
+        # later release adds another visit of the same person
+        labels = sel.age_sessions.iloc[sel.rows].to_numpy(dtype=object)
+        labels[labels == ""] = None
+        participants["session"] = labels
+    for name in cmap.phenotypes:
+        participants[name] = parsed[f"phenotypes.{name}.column"]
+    for column in participants.columns:
+        if participants[column].dtype == object:
+            participants[column] = _with_none(
+                participants[column], participants[column].isna().to_numpy()
+            )
+    return participants
+
+
+def _unmatched_ids(
+    src: _Sources, sel: _Rows, ids: np.ndarray, skipped: dict[str, str]
+) -> tuple[list[str], list[str]]:
+    """Ids of the table without a participants row, and participants without a scan."""
+    if src.part is None:
+        return [], []
+    known_ids = set(sel.part_ids.iloc[sel.part_rows])
+    without = list(dict.fromkeys(i for i in ids if i not in known_ids))
+    table_ids = set(sel.main_ids.iloc[sel.rows])
+    only = list(dict.fromkeys(i for i in sel.part_ids.iloc[sel.part_rows] if i not in table_ids))
+    return without, [i for i in only if i not in skipped and i not in sel.dropped]
+
+
 def read_wide_table(
     path: str | Path,
     column_map: ColumnMap | str | Path,
@@ -1224,185 +1507,17 @@ def read_wide_table(
     (['aparc.lh.bankssts.thickness'], 'M')
     """
     cmap = column_map if isinstance(column_map, ColumnMap) else load_column_map(column_map)
-    if cmap.id is None:
-        raise ColumnMapError(
-            f"{path}: the column map has no 'id' key; name the table's id column (id: COLUMN)"
-        )
-    id_col = cmap.id
-    part_id = cmap.participants_id or id_col
-    missing = frozenset(v.strip() for v in cmap.missing_values)
-    main = _read_raw(path, cmap.sep)
-    part_file = participants_file(cmap, Path(path), participants_path)
-    part = _read_raw(part_file, cmap.sep) if part_file is not None else None
-    tables = [main] if part is None else [main, part]
-
-    for raw, column, key in ((main, id_col, "id"), (part, part_id, "participants.id")):
-        if raw is not None and column not in raw.header:
-            raise ColumnMapError(
-                f"{raw.path} line 1: no id column {column!r} (map key {key!r})"
-                f"{_closest(column, raw.header)}"
-            )
-    surface_atlas = _surface_atlas(cmap, main)
-
-    # where each participant-side column lives: the participants file first, then the table
-    roles = cmap.role_columns()
-    home: dict[str, _Raw] = {}
-    for key, column in roles.items():
-        if part is not None and column in part.header:
-            home[key] = part
-        elif column in main.header:
-            home[key] = main
-        else:
-            names = main.header + (part.header if part is not None else [])
-            files = " or ".join(raw.path for raw in tables)
-            raise ColumnMapError(
-                f"map key {key!r} names column {column!r}, which is not in {files}"
-                f"{_closest(column, names)}"
-            )
-    for column in cmap.features:
-        if column not in main.header:
-            raise ColumnMapError(
-                f"map key 'features' names column {column!r}, which is not in {main.path}"
-                f"{_closest(column, main.header)}"
-            )
-    if cmap.sessions_from == "age" and home.get("age") is not main:
-        raise ColumnMapError(
-            f"map key 'sessions_from: age' needs the age column {cmap.age!r} in {main.path} "
-            "itself (repeated ids there are ordered by it)"
-        )
-
-    refused: list[tuple[str, str, str]] = []
-    used_main = {id_col: "id"} | {c: k for k, c in roles.items() if home[k] is main}
-    columns, fids, ignored, unrecognised, not_imported = _classify(
-        main, cmap, used_main, surface_atlas, refused
-    )
-    if part is not None:
-        used_part = {part_id: "id"} | {c: k for k, c in roles.items() if home[k] is part}
-        _, _, p_ignored, p_unrecognised, p_not = _classify(part, cmap, used_part, None, refused)
-        ignored += p_ignored
-        unrecognised += p_unrecognised
-        not_imported |= p_not
-    _refuse_identifying(main.path, refused)
-    if unrecognised and cmap.unrecognised == "error":
-        files = " and ".join(Path(raw.path).name for raw in tables)
-        raise ColumnMapError(
-            f"{main.path}: {len(unrecognised)} column(s) of {files} are neither recognised as "
-            f"features nor named in the column map: {_listing(unrecognised)}. Add them to "
-            "'ignore' (glob patterns allowed, e.g. '*_Z_predict') to leave them out, to "
-            "'features' ({column: feature_id}) to import them as features, or map them as "
-            "phenotypes"
-        )
-    if "surface_atlas" not in cmap.model_fields_set and surface_atlas == "aparc":
-        auto = [f for c, f in zip(columns, fids, strict=True) if c not in cmap.features]
-        _check_dk_or_dkt(
-            auto,
-            main.path,
-            "set 'surface_atlas: aparc' or 'surface_atlas: DKT' in the map",
-            ColumnMapError,
-        )
-
-    # rows: filter, ids, repeats
-    main_ids = _ids(main, id_col)
-    rows = np.arange(len(main.frame))
-    n_filtered = 0
-    if cmap.rows is not None and home["rows.column"] is main:
-        mask = _filter_mask(main, cmap.rows)
-        rows = rows[mask]
-        n_filtered = int((~mask).sum())
-    main_compare = columns + [c for k, c in roles.items() if home[k] is main]
-    main_keys = main_ids
-    if cmap.session is not None and home["session"] is main:
-        # one row per scan: with a session column an id may repeat, once per session
-        main_keys = main_ids + " (session " + _stripped(main, cmap.session) + ")"
-    age_sessions: pd.Series | None = None
-    if cmap.sessions_from == "age" and cmap.age is not None:
-        # repeated ids at different ages are sessions, labelled by the age (stable when a
-        # later release adds a visit); repeats at the same age must agree
-        ages = pd.to_numeric(_stripped(main, cmap.age), errors="coerce")
-        age_sessions = ages.map(lambda a: "" if pd.isna(a) else f"age-{a:09.4f}")
-        main_keys = main_ids + " (" + age_sessions + ")"
-    rows, dropped = _dedupe_ids(
-        main, main_keys, rows, main_compare, cmap.duplicate_ids, id_col, _DUPLICATE_HINT
-    )
-
-    part_rows = np.arange(0)
-    part_ids = pd.Series(dtype=object)
-    if part is not None:
-        part_ids = _ids(part, part_id)
-        part_rows = np.arange(len(part.frame))
-        if cmap.rows is not None and home["rows.column"] is part:
-            part_rows = part_rows[_filter_mask(part, cmap.rows)]
-        part_compare = [c for k, c in roles.items() if home[k] is part]
-        part_rows, p_dropped = _dedupe_ids(
-            part, part_ids, part_rows, part_compare, cmap.duplicate_ids, part_id, _DUPLICATE_HINT
-        )
-        dropped |= p_dropped
-        if cmap.rows is not None and home["rows.column"] is part:
-            # the filter lives in the participants file: scans without a kept row go
-            allowed = set(part_ids.iloc[part_rows])
-            mask = main_ids.iloc[rows].isin(allowed).to_numpy()
-            n_filtered += int((~mask).sum())
-            rows = rows[mask]
-        if p_dropped:
-            rows = rows[~main_ids.iloc[rows].isin(list(p_dropped)).to_numpy()]
-
-    def role(key: str, rows: np.ndarray, part_rows: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        raw = home[key]
-        raw_rows = rows if raw is main else part_rows
-        if key == "identifying.scan_date" and cmap.identifying is not None:
-            if home["identifying.birth_date"] is not raw:
-                raise ColumnMapError(
-                    "map keys 'identifying.birth_date' and 'identifying.scan_date' must name "
-                    "columns of the same file"
-                )
-            parsed = _derive_age(raw, raw_rows, cmap.identifying, missing)
-        else:
-            parsed = _parse_role(raw, raw_rows, key, cmap, missing)
-        if raw is main:
-            return parsed.to_numpy()
-        by_id = pd.Series(parsed.to_numpy(), index=part_ids.iloc[raw_rows].to_numpy())
-        return by_id.reindex(ids).to_numpy()
-
-    keys = [k for k in roles if not k.startswith(("rows.", "identifying.birth_date"))]
-    # parse every cell; with on_bad_row="skip" a row that cannot be read is left out (its
-    # reason recorded) and the parse goes on without it
-    skipped: dict[str, str] = {}
-    while True:
-        if not len(rows):
-            raise TableImportError(
-                f"{main.path}: no row is left to import"
-                + (
-                    f" after the row filter (column {cmap.rows.column!r} keeps {cmap.rows.keep})"
-                    if cmap.rows is not None
-                    else ""
-                )
-                + (" after leaving out the rows that cannot be read" if skipped else "")
-            )
-        ids = main_ids.iloc[rows].to_numpy(dtype=object)
-        try:
-            values = _to_float(main, rows, columns, missing)
-            parsed = {key: role(key, rows, part_rows, ids) for key in keys}
-            break
-        except (TableImportError, ColumnMapError) as exc:
-            bad = _bad_row(exc)
-            if on_bad_row != "skip" or bad is None:
-                raise
-            raw, row = bad
-            if raw is main:
-                skipped[str(main_ids.iloc[row])] = str(exc)
-                rows = rows[rows != row]
-            else:
-                bad_id = str(part_ids.iloc[row])
-                skipped[bad_id] = str(exc)
-                part_rows = part_rows[part_rows != row]
-                rows = rows[(main_ids.iloc[rows] != bad_id).to_numpy()]
-
+    src = _open_sources(path, cmap, participants_path)
+    columns, fids, ignored, unrecognised, not_imported = _feature_columns(src)
+    sel = _main_rows(src, columns)
+    _join_participant_rows(src, sel)
+    ids, values, parsed, skipped = _parse_cells(src, sel, columns, on_bad_row)
     fids, values, duplicate_columns, empty_columns = _merge_duplicate_features(
-        main.path,
+        src.main.path,
         columns,
         fids,
         values,
-        main.lines[rows],
+        src.main.lines[sel.rows],
         "add one of them to 'ignore' in the column map",
     )
     features = pd.DataFrame(
@@ -1410,57 +1525,23 @@ def read_wide_table(
         index=pd.Index(ids, name="id", dtype=object),
         columns=pd.Index(fids, dtype=object),
     )
-
-    n = len(ids)
-    participants = pd.DataFrame({"id": ids})
-    if cmap.age is not None:
-        participants["age"] = parsed["age"].astype(np.float64)
-    elif cmap.identifying is not None:
-        participants["age"] = parsed["identifying.scan_date"].astype(np.float64)
-    else:
-        participants["age"] = np.full(n, np.nan)
-    participants["sex"] = parsed["sex.column"] if cmap.sex is not None else [None] * n
-    participants["site"] = parsed["site"] if cmap.site is not None else [cmap.site_value] * n
-    if cmap.session is not None:
-        participants["session"] = parsed["session"]
-    elif age_sessions is not None:
-        # every row labelled by its age, repeated or not: a scan keeps its pseudonym when a
-        # later release adds another visit of the same person
-        labels = age_sessions.iloc[rows].to_numpy(dtype=object)
-        labels[labels == ""] = None
-        participants["session"] = labels
-    for name in cmap.phenotypes:
-        participants[name] = parsed[f"phenotypes.{name}.column"]
-    for column in participants.columns:
-        if participants[column].dtype == object:
-            participants[column] = _with_none(
-                participants[column], participants[column].isna().to_numpy()
-            )
-
-    without: list[str] = []
-    only: list[str] = []
-    if part is not None:
-        known_ids = set(part_ids.iloc[part_rows])
-        without = list(dict.fromkeys(i for i in ids if i not in known_ids))
-        table_ids = set(main_ids.iloc[rows])
-        only = list(dict.fromkeys(i for i in part_ids.iloc[part_rows] if i not in table_ids))
-        only = [i for i in only if i not in skipped and i not in dropped]
+    without, only = _unmatched_ids(src, sel, ids, skipped)
     return WideTable(
         features=features,
-        participants=participants,
+        participants=_participants_frame(cmap, sel, ids, parsed),
         source_file=Path(path).name,
-        participants_file=part_file.name if part_file is not None else None,
+        participants_file=src.part_file.name if src.part_file is not None else None,
         unrecognised=unrecognised,
         ignored=ignored,
         not_imported=not_imported,
         duplicate_columns=duplicate_columns,
-        dropped_ids=dropped,
+        dropped_ids=sel.dropped,
         without_participants=without,
         participants_only=only,
-        n_filtered_out=n_filtered,
+        n_filtered_out=sel.n_filtered,
         empty_columns=empty_columns,
         skipped_rows=skipped,
-        lines=[int(v) for v in main.lines[rows]],
+        lines=[int(v) for v in src.main.lines[sel.rows]],
     )
 
 

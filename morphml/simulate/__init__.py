@@ -21,5 +21,13 @@ What is calibrated on which real table, and what is derived, is documented in
 
 from morphml.simulate._cohort import SimulationSummary, simulate_cohort
 from morphml.simulate._tables import write_table_exports, write_wide_csv
+from morphml.simulate._writer import example_features, write_subject_stats
 
-__all__ = ["SimulationSummary", "simulate_cohort", "write_table_exports", "write_wide_csv"]
+__all__ = [
+    "SimulationSummary",
+    "example_features",
+    "simulate_cohort",
+    "write_subject_stats",
+    "write_table_exports",
+    "write_wide_csv",
+]

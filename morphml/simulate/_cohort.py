@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from morphml.io._writer import write_subject_stats
 from morphml.simulate._calibration import load_calibration
 from morphml.simulate._damage import corrupt_file, qc_failure
 from morphml.simulate._design import LAYOUTS, CohortDesign, Scan, draw_design, identifying
@@ -33,6 +32,7 @@ from morphml.simulate._outcomes import (
     response_threshold,
 )
 from morphml.simulate._template import flavor_keys
+from morphml.simulate._writer import write_subject_stats
 
 __all__ = ["SimulationSummary", "simulate_cohort"]
 

@@ -3,11 +3,11 @@
 No table in ``../shared/data`` holds curvature, thickness SD, vertex counts, intensity
 statistics, white-matter parcels, CerebNet lobules or Destrieux / Brodmann areas of many
 people. Their population baselines come from one draw of the fixture writer's
-:func:`~morphml.io._writer.example_features` under a fixed seed (so every simulated cohort shares
-the same "anatomy"), and the simulator keeps the ratios the writer uses (grey-matter volume /
-(area x thickness), vertices per mm^2, folding index / (area x mean curvature), pial / white
-area, ``NVoxels / Volume_mm3``, ``normMin`` / ``normMax`` in SDs from ``normMean``), so derived
-columns stay as consistent as the writer's own examples.
+:func:`~morphml.simulate._writer.example_features` under a fixed seed (so every simulated
+cohort shares the same "anatomy"), and the simulator keeps the ratios the writer uses
+(grey-matter volume / (area x thickness), vertices per mm^2, folding index / (area x mean
+curvature), pial / white area, ``NVoxels / Volume_mm3``, ``normMin`` / ``normMax`` in SDs from
+``normMean``), so derived columns stay as consistent as the writer's own examples.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from functools import cache
 
 import numpy as np
 
-from morphml.io._writer import example_features
+from morphml.simulate._writer import example_features
 
 __all__ = ["AtlasTemplate", "flavor_keys", "template"]
 

@@ -40,7 +40,7 @@ def writer() -> tuple[Any, Any]:
         if spec is None:  # pragma: no cover
             raise SystemExit("stand-in: cannot locate morphml.io")
         sys.modules["morphml.io"] = importlib.util.module_from_spec(spec)
-    from morphml.io._writer import example_features, write_subject_stats
+    from morphml.simulate import example_features, write_subject_stats
 
     return example_features, write_subject_stats
 

@@ -56,7 +56,7 @@ from typing import TypeAlias
 
 import numpy as np
 
-from morphml.io._dictionary import (
+from morphml.io import (
     ATLASES,
     GLOBAL_MEASURES,
     SEGMENTATION_COLUMNS,
