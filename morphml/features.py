@@ -304,3 +304,13 @@ def describe(frame: FeatureFrame) -> dict[str, Any]:
             "mean": float(meta["age"].mean()) if meta["age"].notna().any() else None,
         },
     }
+
+
+def with_meta(X: pd.DataFrame, meta: pd.DataFrame) -> pd.DataFrame:
+    """``X`` plus the ``meta:site``, ``meta:age`` and ``meta:sex`` columns ComBat reads."""
+    sex, known = target_vector(meta, "sex")
+    out = X.copy()
+    out["meta:site"] = meta["site"].fillna("unknown").astype(str).to_numpy()
+    out["meta:age"] = meta["age"].to_numpy(np.float64)
+    out["meta:sex"] = np.where(known, sex, np.nan)
+    return out

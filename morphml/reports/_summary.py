@@ -536,7 +536,7 @@ def _pretrain_training_matrix(
     frame = frame.subset(keep)
     X = frame.X
     if config.harmonize.method == "combat":
-        from morphml.pipelines._fit import with_meta
+        from morphml.features import with_meta
 
         X = with_meta(frame.X, frame.meta)
     return X, matches
