@@ -1,6 +1,7 @@
 """Model evaluation: splits, nested CV, tuning, metrics with bootstrap intervals, comparison.
 
-Every function returns a JSON-safe ``dict`` (plain ``int``, ``float``, ``list``, ``str``).
+Metrics, comparisons and diagnostics return JSON-safe ``dict``s (plain ``int``, ``float``,
+``list``, ``str``); the nested cross-validation returns predictions, parameters and models.
 """
 
 from morphml.evaluation._bias_correction import (

@@ -14,6 +14,9 @@ For every target, validation scheme and model:
 
 Final models are then tuned and refitted on all scans and saved in stable formats. The run
 directory records everything an audit needs.
+
+This module orchestrates: the nested cross-validation itself (plans, inner search, outer
+folds), the checks, diagnostics, bias correction and scoring live in :mod:`morphml.evaluation`.
 """
 
 from __future__ import annotations
@@ -345,7 +348,7 @@ def _fit_all(
                 key = f"{target}/{label}/{plan.key}"
                 _record(cv, key, tuned, seconds, tracker)
                 predictions.append(cv.predictions)
-                scored[plan.key] = _scored(config, target, cv)
+                scored[plan.key] = _scored(config, plan, cv)
             metrics["targets"][target][label] = scored
     if tracker is not None:
         tracker.line("  final models: tuning and refitting on all scans")
@@ -370,13 +373,14 @@ def _record(
         tracker.finished(key, seconds[key])
 
 
-def _scored(config: PretrainConfig, target: str, cv: NestedCVResult) -> dict[str, Any]:
+def _scored(config: PretrainConfig, plan: NestedCVPlan, cv: NestedCVResult) -> dict[str, Any]:
     """The metrics of one nested CV's out-of-fold predictions (and its bias correction)."""
+    target = plan.search.target
     out = score_predictions(
         target, cv.predictions, n_boot=config.validation.bootstrap, seed=config.seed
     )
     if target == "age":
-        out["bias_correction"] = cv.bias_summary(SearchPlan.from_config(config, target).bias)
+        out["bias_correction"] = cv.bias_summary(plan.search.bias)
     return out
 
 
