@@ -14,10 +14,10 @@ from click.testing import CliRunner
 from morphml.cli import cli
 from morphml.config import parse_config
 from morphml.db import connect, ingest
+from morphml.evaluation import ModelSearch, NestedCV, NestedCVPlan, SearchPlan, StudyStore
 from morphml.exceptions import ConfigError
 from morphml.features import load_frame
 from morphml.pipelines import fit_pretrain, predict_run
-from morphml.pipelines._fit import _outer_loop
 
 REGIONS = ["bankssts", "cuneus", "fusiform", "insula", "lingual", "precuneus", "superiorfrontal"]
 ASEG = ["Left-Hippocampus", "Right-Hippocampus", "Left-Thalamus", "Left-Lateral-Ventricle"]
@@ -235,10 +235,12 @@ def _run_split(frame: object, X: pd.DataFrame, y: np.ndarray, train: np.ndarray,
     def build(params: dict[str, object]) -> object:
         return make_age_model("ridge", params, etiv_adjust=False, random_state=0, device="cpu")
 
-    return _outer_loop(
-        cfg, frame, X, y, [(train, test)], "kfold", "age", "ridge", "regression", build,  # type: ignore[arg-type]
-        search_space("ridge", "age"), tmp, {},
+    search = ModelSearch(
+        build, search_space("ridge", "age"), SearchPlan.from_config(cfg, "age"),  # type: ignore[arg-type]
+        label="ridge", studies=StudyStore(tmp / "studies"),
     )  # fmt: skip
+    plan = NestedCVPlan("kfold", ((train, test),), search.plan)
+    return NestedCV(search, plan).run(X, y, frame.meta).predictions  # type: ignore[attr-defined]
 
 
 def test_a_leak_inside_the_training_fold_does_not_inflate_test_metrics(

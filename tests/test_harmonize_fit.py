@@ -11,9 +11,9 @@ import pytest
 from morphml.config import parse_config
 from morphml.db import ingest
 from morphml.exceptions import ConfigError, HarmonizationError
-from morphml.features import load_frame
+from morphml.features import load_frame, with_meta
 from morphml.pipelines import fit_pretrain, predict_run
-from morphml.pipelines._fit import _model_factory, harmonize_step, with_meta
+from morphml.pipelines._fit import _model_factory, harmonize_step
 from tests.test_fit import MAP, config, synthetic_table
 
 HARM = {"method": "combat", "covariates": ["age", "sex"]}

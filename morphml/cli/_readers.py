@@ -114,7 +114,7 @@ def example(out: Path, software: str, fs_version: str, seed: int) -> None:
     """Write one simulated example subject folder (OUT/stats/...) to try the readers on."""
     import numpy as np
 
-    from morphml.io._writer import example_features, write_subject_stats
+    from morphml.simulate import example_features, write_subject_stats
 
     rng = np.random.default_rng(seed)
     feats = example_features(rng, software=software, version=fs_version)

@@ -16,8 +16,16 @@ import numpy as np
 import pandas as pd
 
 from morphml.evaluation._metrics import classification_metrics, regression_metrics
+from morphml.evaluation._tuning import stable_seed
+from morphml.features import SITE_PREFIX, FeatureFrame
 
-__all__ = ["AGE_R2_WARN", "SEX_AUC_WARN", "site_confounding", "site_mean_oof"]
+__all__ = [
+    "AGE_R2_WARN",
+    "SEX_AUC_WARN",
+    "frame_site_confounding",
+    "site_confounding",
+    "site_mean_oof",
+]
 
 #: site one-hots alone explaining this share of the age variance (cross-validated) is flagged
 AGE_R2_WARN = 0.10
@@ -152,3 +160,19 @@ def site_confounding(
             "features.site_covariates: false, or harmonise with a confound-aware design"
         )
     return out
+
+
+def frame_site_confounding(
+    frame: FeatureFrame, *, seed: int, n_boot: int, folds: int
+) -> dict[str, Any]:
+    """:func:`site_confounding` of a training cohort, warning about its site covariates.
+
+    Complements the site separability of the features that
+    :func:`morphml.evaluation.harmonization_diagnostics` measures. ``seed`` is the run's
+    seed (the diagnostic's own is derived from it).
+    """
+    used = any(c.startswith(SITE_PREFIX) for c in frame.X.columns)
+    return site_confounding(
+        frame.meta, site_covariates=used, seed=stable_seed(seed, "site-confounding"),
+        n_boot=n_boot, folds=folds,
+    )  # fmt: skip

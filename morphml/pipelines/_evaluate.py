@@ -2,7 +2,7 @@
 
 The run's final models predict every scan of the source (the same code path as
 ``morphml predict``); the predictions are scored with the metrics and bootstrap intervals of
-``morphml fit`` (:func:`morphml.pipelines._fit._score`: MAE, r, R², bias-corrected MAE,
+``morphml fit`` (:func:`morphml.evaluation.score_predictions`: MAE, r, R², bias-corrected MAE,
 gap–age r; AUC, balanced accuracy, Brier, calibration), overall, per site and per sex. Nothing
 is refitted: the bias correction is the one the run fitted on its own training data.
 
@@ -78,8 +78,9 @@ def evaluate_run(
         ``features.available_in`` fix); the source lacks age or sex for every scan.
     """
     from morphml._utils import read_manifest
+    from morphml.evaluation import score_predictions
     from morphml.evaluation._tuning import stable_seed
-    from morphml.pipelines._fit import _score, package_versions
+    from morphml.pipelines._fit import package_versions
     from morphml.pipelines._predict import predictions
 
     run = Path(run_dir)
@@ -120,7 +121,9 @@ def evaluate_run(
             )
         group = group.loc[known]
         kept.append(group)
-        scored = _score(config, str(target), group)
+        scored = score_predictions(
+            str(target), group, n_boot=config.validation.bootstrap, seed=config.seed
+        )
         scored["per_sex"] = _per_sex(config, str(target), group)
         scored["n_unknown_target"] = int((~known).sum())
         metrics["targets"].setdefault(str(target), {})[str(label)] = {"external": scored}

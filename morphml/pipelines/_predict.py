@@ -128,7 +128,7 @@ def predictions(
     for col in site_cols:
         X[col] = (sites == col[len(SITE_PREFIX) :]).astype(np.float64)
     if config.harmonize.method == "combat":
-        from morphml.pipelines._fit import with_meta
+        from morphml.features import with_meta
 
         X = with_meta(X, frame.meta)
     rows: list[pd.DataFrame] = []
@@ -155,7 +155,7 @@ def predictions(
             correction = sidecar.get("bias_correction")
             corrected = np.full(len(pred), np.nan)
             known = ~np.isnan(age)
-            if correction is None:  # the run could not fit one (see _fit._bias_corrector)
+            if correction is None:  # the run could not fit one (fit_bias_correction)
                 corrected = pred.copy()
             elif known.any():
                 corrector = AgeBiasCorrector.from_dict(correction)
