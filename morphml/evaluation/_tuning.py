@@ -11,9 +11,10 @@ rounds of an XGBoost trial's first inner fold.
 from __future__ import annotations
 
 import os
+import threading
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,16 @@ class _Objective:
     kind: str
     early_stopping_rounds: int | None = None
     pruner: str = "median"
+    # per (thread, inner fold): the fitted preprocessing's output and XGBoost's quantised
+    # matrices, built by the first trial and reused by the others (never pickled)
+    _caches: dict[tuple[int, int], dict[Any, Any]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_caches"] = {}
+        return state
 
     def folds(
         self, params: dict[str, Any], report: Callable[[int, float], bool] | None = None
@@ -138,11 +149,13 @@ class _Objective:
         fold's boosting progress (see :func:`morphml.models.fit_early_stopped`)."""
         from morphml.models import fit_early_stopped
 
+        thread = threading.get_ident()  # a Dask worker's threads each keep their own matrices
         for i, (tr, va) in enumerate(self.splits):
             pred, n_trees = fit_early_stopped(
                 self.build(params), self.X.iloc[tr], self.y[tr], self.X.iloc[va], self.y[va],
                 rounds=self.early_stopping_rounds, kind=self.kind,
                 report=report if i == 0 else None, report_every=_REPORT_EVERY,
+                cache=self._caches.setdefault((thread, i), {}),
             )  # fmt: skip
             yield va, pred, n_trees
 
