@@ -104,3 +104,37 @@ def test_transfer_comparison_workers_run_under_the_policy(
     assert all(p["blas"] == 1 for p in _Recorder.seen), _Recorder.seen
     # the limit is lifted again after the section
     assert _pools()["blas"] == before
+
+
+def _wait_policy_after_import(env: dict[str, str]) -> str:
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, morphml, xgboost; print(os.environ.get('OMP_WAIT_POLICY'))"
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    done = subprocess.run([sys.executable, "-c", code], env={**clean, **env},
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_openmp_threads_wait_passively_unless_the_user_chose() -> None:
+    # set by ``import morphml`` (before XGBoost loads its OpenMP runtime); inherited by workers
+    assert _wait_policy_after_import({}) == "PASSIVE"
+    assert _wait_policy_after_import({"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+    assert _wait_policy_after_import({"GOMP_SPINCOUNT": "10000"}) == "None"
+
+
+def test_passive_openmp_leaves_a_chosen_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from morphml._utils._threads import passive_openmp
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("KMP_BLOCKTIME", raising=False)
+    assert passive_openmp() is True
+    assert passive_openmp() is False  # now set: left as it is
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert passive_openmp() is False
+    import os
+
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -306,14 +306,7 @@ def tune(
         parameters tried depend on the order the workers finish, so results are not
         bit-for-bit those of a single process.
     """
-    if storage_path is not None and storage is not None:
-        raise ConfigError(f"tuning {study_name}: give storage_path or storage, not both")
-    spec = os.fspath(storage_path) if storage_path is not None else storage
-    if client is not None and spec is None:
-        raise ConfigError(
-            f"tuning {study_name}: running trials on Dask workers needs a shared study "
-            "storage (--storage postgresql://... or a journal file)"
-        )
+    spec = _storage_spec(study_name, storage_path, storage, client)
     pruner_name = _pruner_name(pruning, pruner)
     sampler, chosen = _sampler_pruner(seed, pruner_name)
     study = optuna.create_study(
@@ -325,34 +318,73 @@ def tune(
         load_if_exists=True,
     )
     objective = _Objective(build, space, X, y, splits, kind, early_stopping_rounds, pruner_name)
-    oofs: dict[int, np.ndarray] = {}
     done = len([t for t in study.trials if t.state.is_finished()])
     remaining = max(trials - done, 0)
+    oofs: dict[int, np.ndarray] = {}
     if remaining and client is not None:
         oofs = _optimize_on_dask(
             client, objective, str(spec), study_name, seed, remaining, timeout, pruner_name
         )
         study = optuna.load_study(study_name=study_name, storage=storage_from(spec))
     elif remaining:
+        oofs = _run_trials(study, objective, remaining, timeout, callbacks)
+    return _best_of(study, objective, oofs, study_name)
 
-        def run(trial: optuna.Trial) -> float:
-            loss, oof = objective.evaluate(trial)
-            oofs[trial.number] = oof
-            return loss
 
-        study.optimize(run, n_trials=remaining, timeout=timeout, gc_after_trial=False,
-                       callbacks=list(callbacks or []))  # fmt: skip
+def _storage_spec(
+    study_name: str,
+    storage_path: Path | None,
+    storage: str | os.PathLike[str] | None,
+    client: Any,
+) -> str | os.PathLike[str] | None:
+    """Where the study lives (None: in memory); refuses two storages, or Dask without one."""
+    if storage_path is not None and storage is not None:
+        raise ConfigError(f"tuning {study_name}: give storage_path or storage, not both")
+    spec = os.fspath(storage_path) if storage_path is not None else storage
+    if client is not None and spec is None:
+        raise ConfigError(
+            f"tuning {study_name}: running trials on Dask workers needs a shared study "
+            "storage (--storage postgresql://... or a journal file)"
+        )
+    return spec
+
+
+def _run_trials(
+    study: optuna.Study,
+    objective: _Objective,
+    n_trials: int,
+    timeout: float | None,
+    callbacks: list[Callable[[Any, Any], None]] | None,
+) -> dict[int, np.ndarray]:
+    """Run ``n_trials`` more trials in this process; the out-of-fold predictions of each."""
+    oofs: dict[int, np.ndarray] = {}
+
+    def run(trial: optuna.Trial) -> float:
+        loss, oof = objective.evaluate(trial)
+        oofs[trial.number] = oof
+        return loss
+
+    study.optimize(run, n_trials=n_trials, timeout=timeout, gc_after_trial=False,
+                   callbacks=list(callbacks or []))  # fmt: skip
+    return oofs
+
+
+def _best_of(
+    study: optuna.Study, objective: _Objective, oofs: dict[int, np.ndarray], study_name: str
+) -> TuningResult:
+    """The best trial's parameters, loss and out-of-fold predictions (refitted when the
+    trial ran in an earlier, interrupted process)."""
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
         raise RuntimeError(f"tuning {study_name}: no trial completed (timeout too short?)")
     best = study.best_trial
     oof = oofs.get(best.number)
     if oof is None:  # the best trial ran in an earlier, interrupted process: redo its fits
-        searched = space(optuna.trial.FixedTrial(best.params))  # type: ignore[arg-type]
-        oof = np.full(len(y), np.nan)
+        searched = objective.space(optuna.trial.FixedTrial(best.params))  # type: ignore[arg-type]
+        oof = np.full(len(objective.y), np.nan)
         for va, pred, _ in objective.folds(searched):
             oof[va] = pred
-    params = _params_of(best, space)
+    params = _params_of(best, objective.space)
     score = float(best.value) if best.value is not None else float("nan")
     return TuningResult(params=params, score=score, oof=oof, n_trials=len(completed))
 

@@ -545,7 +545,11 @@ class _QuantisedFold:
             Xt = front.fit_transform(X, y)
             Xv = front.transform(X_val)
         yt, yv = (target.func(y), target.func(y_val)) if target is not None else (y, y_val)
-        common = {"missing": booster.missing, "nthread": booster.n_jobs, "max_bin": booster.max_bin}
+        common = {
+            "missing": booster.missing,
+            "nthread": booster.n_jobs,
+            "max_bin": booster.max_bin,
+        }
         dtrain = QuantileDMatrix(Xt, yt, **common)
         dval = QuantileDMatrix(Xv, yv, ref=dtrain, **common)
         return cls(Xv, dtrain, dval)
