@@ -2,9 +2,9 @@
 
 Simulates a cohort (default 10,000 subjects, FreeSurfer layout), ingests it, and times
 (wall and CPU seconds, with the load average) ``morphml fit`` on about 1,000 features (aparc
-and a2009s thickness/area/volume/thicknessstd, aseg, wmparc, globals) with age and sex, 5 outer folds and N Optuna trials per model, in a
-child process whose peak memory (summed with its worker processes) is reported. Target on
-2 cores: under 15 minutes and 4 GB.
+and a2009s thickness/area/volume/thicknessstd, aseg, wmparc, globals) with age and sex,
+5 outer folds and N Optuna trials per model, in a child process whose peak memory (summed
+with its worker processes) is reported. Goal on 2 cores: under 15 minutes and 4 GB.
 Run it again with ``--device cuda`` on a machine with a GPU.
 
 Usage: python benchmarks/bench_fit.py [--subjects 10000] [--trials 20]
