@@ -24,6 +24,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.metrics import log_loss, mean_absolute_error
 
+from morphml._utils import small_blas
 from morphml.exceptions import ConfigError
 
 __all__ = ["PRUNERS", "TuningResult", "predict_scores", "stable_seed", "storage_from", "tune"]
@@ -327,8 +328,10 @@ def tune(
         )
         study = optuna.load_study(study_name=study_name, storage=storage_from(spec))
     elif remaining:
-        oofs = _run_trials(study, objective, remaining, timeout, callbacks)
-    return _best_of(study, objective, oofs, study_name)
+        with small_blas(*X.shape):  # small solves: one BLAS thread (see small_blas)
+            oofs = _run_trials(study, objective, remaining, timeout, callbacks)
+    with small_blas(*X.shape):
+        return _best_of(study, objective, oofs, study_name)
 
 
 def _storage_spec(
