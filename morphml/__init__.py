@@ -5,6 +5,10 @@ pretrain run's models; the packages below hold the pieces (README, "Architecture
 """
 
 from morphml._api import fit, predict
+from morphml._utils._threads import passive_openmp as _passive_openmp
 from morphml._version import __version__
+
+# before any OpenMP runtime loads: idle threads sleep (see morphml._utils._threads)
+_passive_openmp()
 
 __all__ = ["__version__", "fit", "predict"]

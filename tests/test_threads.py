@@ -104,3 +104,75 @@ def test_transfer_comparison_workers_run_under_the_policy(
     assert all(p["blas"] == 1 for p in _Recorder.seen), _Recorder.seen
     # the limit is lifted again after the section
     assert _pools()["blas"] == before
+
+
+def _wait_policy_after_import(env: dict[str, str]) -> str:
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, morphml, xgboost; print(os.environ.get('OMP_WAIT_POLICY'))"
+    clean = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    done = subprocess.run([sys.executable, "-c", code], env={**clean, **env},
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_openmp_threads_wait_passively_unless_the_user_chose() -> None:
+    # set by ``import morphml`` (before XGBoost loads its OpenMP runtime); inherited by workers
+    assert _wait_policy_after_import({}) == "PASSIVE"
+    assert _wait_policy_after_import({"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"
+    assert _wait_policy_after_import({"GOMP_SPINCOUNT": "10000"}) == "None"
+
+
+def test_passive_openmp_leaves_a_chosen_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from morphml._utils._threads import passive_openmp
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("KMP_BLOCKTIME", raising=False)
+    assert passive_openmp() is True
+    assert passive_openmp() is False  # now set: left as it is
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert passive_openmp() is False
+    import os
+
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+@pytest.mark.skipif(not _blas_loaded(), reason="numpy without a threadpoolctl-visible BLAS")
+def test_small_solves_run_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    from morphml._utils import small_blas
+    from morphml._utils._threads import limit_threads
+
+    with limit_threads(2, user_api="blas"):
+        with small_blas(250, 190) as limited:
+            assert limited and _pools()["blas"] == 1
+        assert _pools()["blas"] == 2  # lifted after the block
+        with small_blas(10_000, 1_000) as limited:
+            assert not limited and _pools()["blas"] == 2
+
+
+@pytest.mark.skipif(not _blas_loaded(), reason="numpy without a threadpoolctl-visible BLAS")
+def test_tuning_trials_on_small_data_use_one_blas_thread() -> None:
+    from morphml.evaluation import tune
+    from morphml.models import make_age_model, search_space
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(90, 5)), columns=[f"f{i}" for i in range(5)])
+    age = 40 + 5 * X["f0"].to_numpy() + rng.normal(size=90)
+    idx = np.arange(90)
+    splits = [(idx[idx % 3 != k], idx[idx % 3 == k]) for k in range(3)]
+    seen: list[int] = []
+
+    def build(params: dict[str, Any]) -> Any:
+        seen.append(_pools()["blas"])
+        return make_age_model("ridge", params, etiv_adjust=False, random_state=0)
+
+    from morphml._utils._threads import limit_threads
+
+    with limit_threads(2, user_api="blas"):
+        tune(build, search_space("ridge", "age"), X, age, splits, kind="regression", trials=2,
+             timeout=None, seed=0, study_name="ridge")  # fmt: skip
+        assert _pools()["blas"] == 2
+    assert seen and set(seen) == {1}

@@ -11,9 +11,10 @@ rounds of an XGBoost trial's first inner fold.
 from __future__ import annotations
 
 import os
+import threading
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.metrics import log_loss, mean_absolute_error
 
+from morphml._utils import small_blas
 from morphml.exceptions import ConfigError
 
 __all__ = ["PRUNERS", "TuningResult", "predict_scores", "stable_seed", "storage_from", "tune"]
@@ -129,6 +131,16 @@ class _Objective:
     kind: str
     early_stopping_rounds: int | None = None
     pruner: str = "median"
+    # per (thread, inner fold): the fitted preprocessing's output and XGBoost's quantised
+    # matrices, built by the first trial and reused by the others (never pickled)
+    _caches: dict[tuple[int, int], dict[Any, Any]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_caches"] = {}
+        return state
 
     def folds(
         self, params: dict[str, Any], report: Callable[[int, float], bool] | None = None
@@ -138,11 +150,13 @@ class _Objective:
         fold's boosting progress (see :func:`morphml.models.fit_early_stopped`)."""
         from morphml.models import fit_early_stopped
 
+        thread = threading.get_ident()  # a Dask worker's threads each keep their own matrices
         for i, (tr, va) in enumerate(self.splits):
             pred, n_trees = fit_early_stopped(
                 self.build(params), self.X.iloc[tr], self.y[tr], self.X.iloc[va], self.y[va],
                 rounds=self.early_stopping_rounds, kind=self.kind,
                 report=report if i == 0 else None, report_every=_REPORT_EVERY,
+                cache=self._caches.setdefault((thread, i), {}),
             )  # fmt: skip
             yield va, pred, n_trees
 
@@ -293,14 +307,7 @@ def tune(
         parameters tried depend on the order the workers finish, so results are not
         bit-for-bit those of a single process.
     """
-    if storage_path is not None and storage is not None:
-        raise ConfigError(f"tuning {study_name}: give storage_path or storage, not both")
-    spec = os.fspath(storage_path) if storage_path is not None else storage
-    if client is not None and spec is None:
-        raise ConfigError(
-            f"tuning {study_name}: running trials on Dask workers needs a shared study "
-            "storage (--storage postgresql://... or a journal file)"
-        )
+    spec = _storage_spec(study_name, storage_path, storage, client)
     pruner_name = _pruner_name(pruning, pruner)
     sampler, chosen = _sampler_pruner(seed, pruner_name)
     study = optuna.create_study(
@@ -312,34 +319,75 @@ def tune(
         load_if_exists=True,
     )
     objective = _Objective(build, space, X, y, splits, kind, early_stopping_rounds, pruner_name)
-    oofs: dict[int, np.ndarray] = {}
     done = len([t for t in study.trials if t.state.is_finished()])
     remaining = max(trials - done, 0)
+    oofs: dict[int, np.ndarray] = {}
     if remaining and client is not None:
         oofs = _optimize_on_dask(
             client, objective, str(spec), study_name, seed, remaining, timeout, pruner_name
         )
         study = optuna.load_study(study_name=study_name, storage=storage_from(spec))
     elif remaining:
+        with small_blas(*X.shape):  # small solves: one BLAS thread (see small_blas)
+            oofs = _run_trials(study, objective, remaining, timeout, callbacks)
+    with small_blas(*X.shape):
+        return _best_of(study, objective, oofs, study_name)
 
-        def run(trial: optuna.Trial) -> float:
-            loss, oof = objective.evaluate(trial)
-            oofs[trial.number] = oof
-            return loss
 
-        study.optimize(run, n_trials=remaining, timeout=timeout, gc_after_trial=False,
-                       callbacks=list(callbacks or []))  # fmt: skip
+def _storage_spec(
+    study_name: str,
+    storage_path: Path | None,
+    storage: str | os.PathLike[str] | None,
+    client: Any,
+) -> str | os.PathLike[str] | None:
+    """Where the study lives (None: in memory); refuses two storages, or Dask without one."""
+    if storage_path is not None and storage is not None:
+        raise ConfigError(f"tuning {study_name}: give storage_path or storage, not both")
+    spec = os.fspath(storage_path) if storage_path is not None else storage
+    if client is not None and spec is None:
+        raise ConfigError(
+            f"tuning {study_name}: running trials on Dask workers needs a shared study "
+            "storage (--storage postgresql://... or a journal file)"
+        )
+    return spec
+
+
+def _run_trials(
+    study: optuna.Study,
+    objective: _Objective,
+    n_trials: int,
+    timeout: float | None,
+    callbacks: list[Callable[[Any, Any], None]] | None,
+) -> dict[int, np.ndarray]:
+    """Run ``n_trials`` more trials in this process; the out-of-fold predictions of each."""
+    oofs: dict[int, np.ndarray] = {}
+
+    def run(trial: optuna.Trial) -> float:
+        loss, oof = objective.evaluate(trial)
+        oofs[trial.number] = oof
+        return loss
+
+    study.optimize(run, n_trials=n_trials, timeout=timeout, gc_after_trial=False,
+                   callbacks=list(callbacks or []))  # fmt: skip
+    return oofs
+
+
+def _best_of(
+    study: optuna.Study, objective: _Objective, oofs: dict[int, np.ndarray], study_name: str
+) -> TuningResult:
+    """The best trial's parameters, loss and out-of-fold predictions (refitted when the
+    trial ran in an earlier, interrupted process)."""
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
         raise RuntimeError(f"tuning {study_name}: no trial completed (timeout too short?)")
     best = study.best_trial
     oof = oofs.get(best.number)
     if oof is None:  # the best trial ran in an earlier, interrupted process: redo its fits
-        searched = space(optuna.trial.FixedTrial(best.params))  # type: ignore[arg-type]
-        oof = np.full(len(y), np.nan)
+        searched = objective.space(optuna.trial.FixedTrial(best.params))  # type: ignore[arg-type]
+        oof = np.full(len(objective.y), np.nan)
         for va, pred, _ in objective.folds(searched):
             oof[va] = pred
-    params = _params_of(best, space)
+    params = _params_of(best, objective.space)
     score = float(best.value) if best.value is not None else float("nan")
     return TuningResult(params=params, score=score, oof=oof, n_trials=len(completed))
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from morphml._utils import limit_threads
 from morphml.config import parse_config
 from morphml.exceptions import ConfigError
 
@@ -70,11 +71,6 @@ def run_demo(
     echo : callable, optional
         Receives one line per step.
     """
-    from morphml.db import ingest
-    from morphml.pipelines._fit import fit_pretrain
-    from morphml.pipelines._transfer import fit_transfer
-    from morphml.simulate import simulate_cohort
-
     say = echo or (lambda line: None)
     root = Path(out)
     if root.exists() and any(root.iterdir()):
@@ -82,31 +78,64 @@ def run_demo(
     if subjects < 100 or hospital_subjects < 60:
         raise ConfigError("the demo needs --subjects >= 100 (and 60 hospital subjects)")
     root.mkdir(parents=True, exist_ok=True)
-    db, key = root / "morphml.duckdb", root / "pseudonym.key"
-    result = DemoResult(root, db, root / "runs" / "pretrain", root / "runs" / "transfer")
-    clock = time.perf_counter()
+    result = DemoResult(
+        root, root / "morphml.duckdb", root / "runs" / "pretrain", root / "runs" / "transfer"
+    )
+    steps: list[tuple[str, Callable[[], None]]] = [
+        ("simulate", lambda: _simulate(result, subjects, hospital_subjects, seed, say)),
+        ("ingest", lambda: _ingest(result, say)),
+        ("pretrain", lambda: _pretrain(result, seed, say)),
+        ("transfer", lambda: _transfer(result, seed, say)),
+        ("report", lambda: _report(result, say)),
+    ]
+    # the demo's matrices are small (a few hundred scans x ~190 features): one BLAS thread
+    # (parallel sections divide the cores among their workers as before)
+    with limit_threads(1, user_api="blas"):
+        for name, step in steps:
+            started = time.perf_counter()
+            step()
+            result.seconds[name] = round(time.perf_counter() - started, 1)
+    return result
 
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        result.seconds[name] = round(now - clock, 1)
-        clock = now
+
+def _cohort_folders(result: DemoResult) -> dict[str, Path]:
+    return {"public": result.out / "data" / "public", "hospital": result.out / "data" / "hospital"}
+
+
+def _simulate(
+    result: DemoResult, subjects: int, hospital_subjects: int, seed: int,
+    say: Callable[[str], None],
+) -> None:  # fmt: skip
+    """Simulate the public and the hospital cohorts' stats folders."""
+    from morphml.simulate import simulate_cohort
 
     say(f"simulating {subjects} public and {hospital_subjects} hospital participants ...")
-    public = simulate_cohort(root / "data" / "public", n_subjects=subjects, n_sites=6, seed=seed)
+    folders = _cohort_folders(result)
+    simulate_cohort(folders["public"], n_subjects=subjects, n_sites=6, seed=seed)
     hospital = simulate_cohort(
-        root / "data" / "hospital", n_subjects=hospital_subjects, n_sites=2, seed=seed + 1
+        folders["hospital"], n_subjects=hospital_subjects, n_sites=2, seed=seed + 1
     )
     _rename_sites(hospital.participants, "hospital")
-    lap("simulate")
-    for name, cohort in (("public", public), ("hospital", hospital)):
+
+
+def _ingest(result: DemoResult, say: Callable[[str], None]) -> None:
+    """Ingest both cohorts into one database (one pseudonym key)."""
+    from morphml.db import ingest
+
+    for name, folder in _cohort_folders(result).items():  # as the simulator wrote them
         summary = ingest(
-            [cohort.out], source=name, db=db, participants=cohort.participants,
-            column_map=cohort.column_map, key_file=key, on_error="skip",
+            [folder], source=name, db=result.db, participants=folder / "participants.tsv",
+            column_map=folder / "participants.yaml", key_file=result.out / "pseudonym.key",
+            on_error="skip",
         )  # fmt: skip
         for line in summary.lines()[:2]:
             say(f"  {line}")
-    lap("ingest")
+
+
+def _pretrain(result: DemoResult, seed: int, say: Callable[[str], None]) -> None:
+    """Pretrain brain-age and sex models on the public controls; say their kfold metrics."""
+    from morphml.pipelines._fit import fit_pretrain
+
     say("pretraining brain-age and sex models on the public controls ...")
     pretrain = parse_config({
         "kind": "pretrain", "name": "demo-pretrain",
@@ -121,14 +150,19 @@ def run_demo(
         "validation": {"schemes": ["kfold"], "folds": 5, "bootstrap": 500},
         "seed": seed, "device": "cpu",
     })  # fmt: skip
-    pre = fit_pretrain(pretrain, db=db, out=result.pretrain_run)  # type: ignore[arg-type]
+    pre = fit_pretrain(pretrain, db=result.db, out=result.pretrain_run)  # type: ignore[arg-type]
     for model, schemes in pre.metrics["targets"]["age"].items():
         m = schemes["kfold"]
         say(f"  age {model}: MAE {m['mae']:.2f} y [{m['mae_ci'][0]:.2f}, {m['mae_ci'][1]:.2f}]")
     for model, schemes in pre.metrics["targets"]["sex"].items():
         m = schemes["kfold"]
         say(f"  sex {model}: AUC {m['auc']:.3f} [{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}]")
-    lap("pretrain")
+
+
+def _transfer(result: DemoResult, seed: int, say: Callable[[str], None]) -> None:
+    """Transfer the pretrained models to the hospital's patients-vs-controls question."""
+    from morphml.pipelines._transfer import fit_transfer
+
     say("transferring to the hospital's patients vs controls ...")
     transfer = parse_config({
         "kind": "transfer", "name": "demo-transfer",
@@ -140,13 +174,18 @@ def run_demo(
                      "n_jobs": 2},
         "seed": seed,
     })  # fmt: skip
-    tr = fit_transfer(transfer, db=db, out=result.transfer_run, pretrained=result.pretrain_run)  # type: ignore[arg-type]
+    tr = fit_transfer(
+        transfer,  # type: ignore[arg-type]
+        db=result.db, out=result.transfer_run, pretrained=result.pretrain_run,
+    )  # fmt: skip
     result.lines.extend(tr.table.splitlines())
-    lap("transfer")
-    say("writing the reports ...")
+
+
+def _report(result: DemoResult, say: Callable[[str], None]) -> None:
+    """Render the pretraining and transfer reports."""
     from morphml.reports import write_report
 
+    say("writing the reports ...")
     for run, name in ((result.pretrain_run, "pretrain"), (result.transfer_run, "transfer")):
-        result.reports.append(write_report(run, out=root / "reports" / f"{name}.html", db=db))
-    lap("report")
-    return result
+        out = result.out / "reports" / f"{name}.html"
+        result.reports.append(write_report(run, out=out, db=result.db))
