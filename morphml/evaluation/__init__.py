@@ -25,13 +25,6 @@ from morphml.evaluation._metrics import (
     per_group_metrics,
     regression_metrics,
 )
-from morphml.evaluation._protocol import (
-    Comparison,
-    Split,
-    compare_representations,
-    comparison_headline,
-    make_splits,
-)
 from morphml.evaluation._nested import (
     ModelSearch,
     NestedCV,
@@ -47,6 +40,13 @@ from morphml.evaluation._nested import (
     sex_site_labels,
     site_columns_for,
 )
+from morphml.evaluation._protocol import (
+    Comparison,
+    Split,
+    compare_representations,
+    comparison_headline,
+    make_splits,
+)
 from morphml.evaluation._scoring import NARROW_AGE_SD, mark_narrow_sites, score_predictions
 from morphml.evaluation._splits import (
     SCHEME_KEYS,
@@ -60,14 +60,14 @@ from morphml.evaluation._tuning import TuningResult, predict_scores, stable_seed
 __all__ = [
     "NARROW_AGE_SD",
     "SCHEME_KEYS",
-    "Comparison",
-    "Split",
     "BiasSettings",
+    "Comparison",
     "ModelSearch",
     "NestedCV",
     "NestedCVPlan",
     "NestedCVResult",
     "SearchPlan",
+    "Split",
     "StudyStore",
     "TunedModel",
     "TuningResult",
