@@ -73,6 +73,7 @@ def run_demo(
     from morphml.db import ingest
     from morphml.pipelines._fit import fit_pretrain
     from morphml.pipelines._transfer import fit_transfer
+    from morphml.qc import qc_at_ingest
     from morphml.simulate import simulate_cohort
 
     say = echo or (lambda line: None)
@@ -103,6 +104,7 @@ def run_demo(
         summary = ingest(
             [cohort.out], source=name, db=db, participants=cohort.participants,
             column_map=cohort.column_map, key_file=key, on_error="skip",
+            quality_control=qc_at_ingest,
         )  # fmt: skip
         for line in summary.lines()[:2]:
             say(f"  {line}")

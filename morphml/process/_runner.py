@@ -473,12 +473,13 @@ def process(
     def ingest_finished(client: Any) -> None:
         if ingest_db is not None and result.finished_sids:
             from morphml.db import ingest
+            from morphml.qc import qc_at_ingest
 
             result.ingest = ingest(
                 [out_dir / sid for sid in result.finished_sids],
                 source=str(source), db=ingest_db, key_file=key_file,
                 participants=participants, column_map=column_map, on_error="skip",
-                scheduler=client,
+                scheduler=client, quality_control=qc_at_ingest,
             )  # fmt: skip
 
     if not pending:  # everything done: no cluster to start
