@@ -23,7 +23,7 @@ import hashlib
 import os
 import re
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -955,7 +955,16 @@ def _parse_all(scans: list[_Scan], jobs: int, scheduler: Any = None) -> Iterator
     with ProcessPoolExecutor(
         max_workers=jobs, initializer=worker_init, initargs=(worker_threads(jobs),)
     ) as pool:
-        for layouts, results in pool.map(_parse_chunk, chunks):
+        # a bounded window of chunks in flight (pool.map would submit them all, and parsed
+        # chunks would pile up in memory whenever writing is slower than parsing)
+        window = 3 * jobs
+        queue = deque(pool.submit(_parse_chunk, c) for c in chunks[:window])
+        following = iter(chunks[window:])
+        while queue:
+            layouts, results = queue.popleft().result()
+            nxt = next(following, None)
+            if nxt is not None:
+                queue.append(pool.submit(_parse_chunk, nxt))
             yield layouts, results, scans
 
 
@@ -964,8 +973,6 @@ def _parse_on_dask(
 ) -> Iterator[_Chunk]:
     """Chunks parsed on Dask workers, yielded in submission order (feature indices are then
     assigned in the same order as with local processes), a bounded number in flight."""
-    from collections import deque
-
     from morphml.scale import dask_client, worker_count
 
     with dask_client(scheduler) as client:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from sklearn.utils.extmath import randomized_svd
 
 from morphml.qc._report import QCFlag
@@ -351,6 +352,13 @@ def _peer_groups(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     ).df()
 
 
+def _arrow_batches(result: duckdb.DuckDBPyConnection) -> Iterator[pa.RecordBatch]:
+    """A query's result as Arrow record batches of at most :data:`_STREAM_ROWS` rows."""
+    # to_arrow_reader replaces fetch_record_batch (deprecated) in newer DuckDB releases
+    stream = getattr(result, "to_arrow_reader", None) or result.fetch_record_batch
+    yield from stream(_STREAM_ROWS)
+
+
 def _stream_present(
     con: duckdb.DuckDBPyConnection, table: str
 ) -> Iterator[tuple[np.ndarray, ...]]:
@@ -360,10 +368,7 @@ def _stream_present(
         f"SELECT k.row, m.feature_idx FROM measures m JOIN {table} k USING (scan_key) "
         f"WHERE {_VALID}"
     )
-    # to_arrow_reader replaces fetch_record_batch (deprecated) in newer DuckDB releases
-    stream = getattr(result, "to_arrow_reader", None) or result.fetch_record_batch
-    reader = stream(_STREAM_ROWS)
-    for batch in reader:
+    for batch in _arrow_batches(result):
         yield (
             batch.column(0).to_numpy(zero_copy_only=False).astype(np.int64),
             batch.column(1).to_numpy(zero_copy_only=False).astype(np.int64),
@@ -637,12 +642,19 @@ def _mv_matrix(
     )
     con.register("morphml_qc_rows", keys)
     con.register("morphml_qc_cols", cols)
+    matrix = np.full((len(needed), len(feats)), np.nan)
     try:
-        table = con.execute(
+        result = con.execute(
             "SELECT k.row, c.col, m.value FROM measures m "
             "JOIN morphml_qc_rows k USING (scan_key) JOIN morphml_qc_cols c USING (feature_idx) "
             f"WHERE {_VALID}"
-        ).fetchnumpy()
+        )
+        # streamed into the matrix batch by batch: the whole (row, col, value) result would
+        # be three times the matrix (measured: the peak of a 10k ingest)
+        for batch in _arrow_batches(result):
+            rows = batch.column(0).to_numpy(zero_copy_only=False)
+            cols_ = batch.column(1).to_numpy(zero_copy_only=False)
+            matrix[rows, cols_] = batch.column(2).to_numpy(zero_copy_only=False)
         people = (
             con.execute(
                 "SELECT k.row, s.age, CASE j.sex WHEN 'M' THEN 1.0 WHEN 'F' THEN 0.0 END AS male "
@@ -656,10 +668,6 @@ def _mv_matrix(
     finally:
         con.unregister("morphml_qc_rows")
         con.unregister("morphml_qc_cols")
-    matrix = np.full((len(needed), len(feats)), np.nan)
-    matrix[np.asarray(table["row"], dtype=np.int64), np.asarray(table["col"], dtype=np.int64)] = (
-        np.asarray(table["value"], dtype=np.float64)
-    )
     logged = feats["measure"].isin(["area", "volume"]).to_numpy()
     matrix[:, logged] = np.log1p(np.clip(matrix[:, logged], 0.0, None))
     age = people["age"].to_numpy(dtype=np.float64)
