@@ -417,3 +417,43 @@ def test_simulated_cohort_ingests_directly(tmp_path: Path, key: Path) -> None:
         ages = con.execute("SELECT count(*) FROM scans WHERE age IS NULL").fetchone()
     assert {"diagnosis", "response", "clinical_score"} <= phenos
     assert ages == (0,)
+
+
+def test_quality_control_runs_inside_the_ingest_transaction(tmp_path: Path, key: Path) -> None:
+    root = tmp_path / "in"
+    for i in range(3):
+        make_subject(root / f"sub-{i}", i)
+    db = tmp_path / "db.duckdb"
+    calls: list[list[str]] = []
+
+    def qc(con: object, scan_keys: list[str]) -> list[str]:
+        import duckdb
+
+        assert isinstance(con, duckdb.DuckDBPyConnection)
+        # the scans are visible to QC before the commit
+        assert con.execute("SELECT count(*) FROM scans").fetchone() == (3,)
+        calls.append(sorted(scan_keys))
+        return ["euler_absolute", "euler_absolute", "thickness_range"]
+
+    summary = ingest([root], source="s", db=db, key_file=key, quality_control=qc)
+    with connect(db) as con:
+        keys = sorted(k for (k,) in con.execute("SELECT scan_key FROM scans").fetchall())
+    assert calls == [keys]
+    assert summary.qc_flags == {"euler_absolute": 2, "thickness_range": 1}
+    # no callable: no QC at ingest
+    assert not ingest([root], source="s", db=db, key_file=key).qc_flags
+
+    def failing(con: object, scan_keys: list[str]) -> list[str]:
+        raise RuntimeError("QC failed")
+
+    before = snapshot(db)
+    make_subject(root / "sub-9", 9)
+    with pytest.raises(RuntimeError, match="QC failed"):
+        ingest([root], source="s", db=db, key_file=key, quality_control=failing)
+    assert snapshot(db) == before  # a failed QC rolls the whole ingest back
+
+
+def test_db_package_does_not_import_qc() -> None:
+    code = "import sys, morphml.db; print(sorted(m for m in sys.modules if 'morphml.qc' in m))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -16,7 +16,7 @@ import pytest
 import morphml.qc._rules as rules
 import morphml.qc._run as qc_run
 from morphml.db import connect, ingest
-from morphml.qc import run_qc
+from morphml.qc import qc_at_ingest, run_qc
 from morphml.qc._report import QCFlag
 from morphml.qc._rules import RuleResult, _listing
 from morphml.qc._thresholds import QCThresholds
@@ -136,7 +136,8 @@ def test_ingest_qc_flags_equal_the_former_rules_on_a_simulated_cohort(
             tmp_path / name, n_subjects=70, n_sites=4, seed=seed, layout="mixed",
             qc_fail_fraction=0.08,
         )  # fmt: skip
-        ingest([tmp_path / name], source=name, db=db, key_file=tmp_path / "key", on_error="skip")
+        ingest([tmp_path / name], source=name, db=db, key_file=tmp_path / "key", on_error="skip",
+               quality_control=qc_at_ingest)  # fmt: skip
     with connect(db) as con:
         stored = con.execute(
             "SELECT q.scan_key, flag, reason, value FROM qc_flags q JOIN scans s USING (scan_key) "

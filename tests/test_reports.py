@@ -19,6 +19,7 @@ from morphml.config import parse_config
 from morphml.db import ingest
 from morphml.exceptions import ReportError
 from morphml.pipelines import fit_pretrain, fit_transfer
+from morphml.qc import qc_at_ingest
 from morphml.reports import TRIPOD_ITEMS, readable_feature, render_html, summarize, write_report
 from morphml.simulate import simulate_cohort
 from tests._browser import browser_problems, check_in_browser, chromium_or_skip
@@ -82,7 +83,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     for name, n, sites, seed in (("pub", 120, 3, 3), ("hosp", 70, 2, 4)):
         sim = simulate_cohort(root / name, n_subjects=n, n_sites=sites, seed=seed, canary=CANARY)
         ingest([root / name], source=name, db=db, key_file=key, on_error="skip",
-               participants=sim.participants, column_map=sim.column_map)  # fmt: skip
+               participants=sim.participants, column_map=sim.column_map,
+               quality_control=qc_at_ingest)  # fmt: skip
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(_estimators._SPACES, "xgboost", _tiny_xgboost)
         fit_pretrain(parse_config(PRETRAIN), db=db, out=root / "runs" / "pretrain")  # type: ignore[arg-type]

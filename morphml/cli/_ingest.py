@@ -46,6 +46,7 @@ def ingest(
     """Ingest FreeSurfer/FastSurfer folders or tables into the database (one transaction)."""
     from morphml.db import db_path
     from morphml.db import ingest as run_ingest
+    from morphml.qc import qc_at_ingest
 
     target = db_path(db)
     created = not target.exists()
@@ -62,6 +63,7 @@ def ingest(
         allow_reenrol=allow_reenrol,
         progress=True,
         scheduler=scheduler,
+        quality_control=qc_at_ingest,
     )
     for line in summary.lines():
         click.echo(line)

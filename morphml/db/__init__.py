@@ -2,7 +2,7 @@
 
 from morphml.db._discover import discover
 from morphml.db._errors import database_error, is_duckdb_error
-from morphml.db._ingest import IngestSummary, ingest
+from morphml.db._ingest import IngestSummary, QualityControl, ingest
 from morphml.db._privacy import PseudonymKey, check_key, default_key_path, load_key
 from morphml.db._report import ExportResult, database_info, export_wide, format_info
 from morphml.db._runs import check_stale_run, record_run, run_status, stale_runs
@@ -15,6 +15,7 @@ __all__ = [
     "ExportResult",
     "IngestSummary",
     "PseudonymKey",
+    "QualityControl",
     "WithdrawalResult",
     "check_key",
     "check_stale_run",

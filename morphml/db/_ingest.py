@@ -23,8 +23,8 @@ import hashlib
 import os
 import re
 import sys
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +47,7 @@ from morphml.io._subject import find_stats_dir, select_stats_files, software_and
 from morphml.io._tables import WideTable, read_wide_table
 from morphml.io._tableset import is_table_export, read_table_set
 
-__all__ = ["IngestSummary", "ingest"]
+__all__ = ["IngestSummary", "QualityControl", "ingest"]
 
 _SOURCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CHUNK = 48
@@ -234,6 +234,12 @@ class _Scan:
     original: tuple[str, str | None] = ("", None)
 
 
+#: QC run inside the ingest's transaction: given the open connection and the scan keys of the
+#: ingested source, it stores its flags and returns the flag name of each (scan, flag) pair.
+#: The caller passes it (``morphml.qc.qc_at_ingest``): the database layer knows no QC rules.
+QualityControl = Callable[[duckdb.DuckDBPyConnection, list[str]], Iterable[str]]
+
+
 def ingest(
     paths: Sequence[str | os.PathLike[str]],
     *,
@@ -248,6 +254,7 @@ def ingest(
     allow_reenrol: bool = False,
     progress: bool = False,
     scheduler: Any = None,
+    quality_control: QualityControl | None = None,
 ) -> IngestSummary:
     """Ingest stats folders and tables into the database as one transaction.
 
@@ -283,11 +290,66 @@ def ingest(
         Parse the subject folders on this Dask cluster (a scheduler address or a client)
         instead of ``jobs`` local processes. The workers must see the folders at the same
         paths; the database is still written by this process, in one transaction.
+    quality_control : callable, optional
+        QC of the source's scans, run in the ingest's transaction after the values are written
+        (``morphml.qc.qc_at_ingest``, which ``morphml ingest`` passes); its flags are counted in
+        the summary. None stores no QC flags (``morphml qc`` can add them later).
 
     Returns
     -------
     IngestSummary
+
+    Examples
+    --------
+    >>> from morphml.db import ingest  # doctest: +SKIP
+    >>> from morphml.qc import qc_at_ingest  # doctest: +SKIP
+    >>> ingest(["subjects/"], source="hospital", quality_control=qc_at_ingest)  # doctest: +SKIP
     """
+    _check_arguments(source, on_error, jobs)
+    # an existing database's key is never re-created: a new one would re-pseudonymise people
+    key = load_key(key_file, create=not key_required(db))
+    summary = IngestSummary(source=source, ingest_id=0)
+    errors: list[_ErrorRow] = []
+    scans = _gather_scans(paths, source, key, participants, column_map, on_error, errors, summary)
+    with connect(db, create=True) as con:
+        check_key(con, key)
+        _check_withdrawn(con, key, scans, allow_reenrol)
+        con.execute("SET preserve_insertion_order = false")
+        # bounded memory: DuckDB writes large appends to the file as it goes (uncommitted
+        # blocks are discarded on rollback or after a crash)
+        con.execute("SET memory_limit = '1GB'")
+        con.execute("BEGIN TRANSACTION")
+        try:
+            check_key(con, key, record=True)
+            _write(con, scans, _Options(source, jobs, on_error, progress, scheduler), errors,
+                   summary)  # fmt: skip
+            if quality_control is not None:
+                _quality_control(con, source, summary, quality_control)
+            con.execute("COMMIT")
+        except BaseException:
+            rollback(con)
+            raise
+    if linkage_out is not None:
+        _write_linkage(Path(linkage_out), scans)
+    return summary
+
+
+#: (scan key, file path, line, message) of a bad scan or row, stored in ``ingest_errors``
+_ErrorRow = tuple[str | None, str | None, int | None, str]
+
+
+@dataclass(frozen=True)
+class _Options:
+    """How to parse and what to do with a bad scan (the ingest's arguments)."""
+
+    source: str
+    jobs: int
+    on_error: str
+    progress: bool
+    scheduler: Any
+
+
+def _check_arguments(source: str, on_error: str, jobs: int) -> None:
     if not _SOURCE_RE.match(source or ""):
         raise IngestError(
             f"source name {source!r} must be 1-64 letters, digits, '_', '.' or '-' "
@@ -297,16 +359,26 @@ def ingest(
         raise IngestError(f"--on-error must be 'fail' or 'skip', got {on_error!r}")
     if not isinstance(jobs, int) or jobs < 1:
         raise IngestError(f"--jobs must be an integer >= 1, got {jobs!r}")
-    # an existing database's key is never re-created: a new one would re-pseudonymise people
-    key = load_key(key_file, create=not key_required(db))
+
+
+def _gather_scans(
+    paths: Sequence[str | os.PathLike[str]],
+    source: str,
+    key: PseudonymKey,
+    participants: str | os.PathLike[str] | None,
+    column_map: str | os.PathLike[str] | ColumnMap | None,
+    on_error: str,
+    errors: list[_ErrorRow],
+    summary: IngestSummary,
+) -> list[_Scan]:
+    """Discover the scans and tables, pseudonymise them and attach their participant rows;
+    nothing is parsed or written yet."""
     found = discover([Path(p) for p in paths])
     cmap = _column_map(column_map, found)
     part_path = Path(participants) if participants is not None else found.participants
-    summary = IngestSummary(source=source, ingest_id=0)
     for reason, count in found.skipped.items():
         summary.skipped[reason] += count
     scans = _plan_scans(found, source, key)
-    errors: list[tuple[str | None, str | None, int | None, str]] = []
     if found.tables:
         if cmap is None:
             raise IngestError(
@@ -330,37 +402,21 @@ def ingest(
                     f"participants file {part_path} ({origin}) does not exist or is not a file"
                 )
             _attach_participants(scans, part_path, cmap, on_error, errors, summary)
-    with connect(db, create=True) as con:
-        check_key(con, key)
-        _check_withdrawn(con, key, scans, allow_reenrol)
-        con.execute("SET preserve_insertion_order = false")
-        # bounded memory: DuckDB writes large appends to the file as it goes (uncommitted
-        # blocks are discarded on rollback or after a crash)
-        con.execute("SET memory_limit = '1GB'")
-        con.execute("BEGIN TRANSACTION")
-        try:
-            check_key(con, key, record=True)
-            _write(con, scans, source, jobs, on_error, errors, summary, progress, scheduler)
-            _quality_control(con, source, summary)
-            con.execute("COMMIT")
-        except BaseException:
-            rollback(con)
-            raise
-    if linkage_out is not None:
-        _write_linkage(Path(linkage_out), scans)
-    return summary
+    return scans
 
 
-def _quality_control(con: duckdb.DuckDBPyConnection, source: str, summary: IngestSummary) -> None:
-    """QC flags of the source's scans, in the ingest's transaction (see :mod:`morphml.qc`)."""
-    from morphml.qc import run_qc
-
+def _quality_control(
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    summary: IngestSummary,
+    quality_control: QualityControl,
+) -> None:
+    """QC flags of the source's scans, in the ingest's transaction."""
     rows = con.execute("SELECT scan_key FROM scans WHERE source = ?", [source]).fetchall()
     keys = [str(k) for (k,) in rows]
     if not keys:
         return
-    report = run_qc(con, keys)
-    summary.qc_flags.update(flag.flag for flag in report.flags)
+    summary.qc_flags.update(quality_control(con, keys))
 
 
 def _column_map(
@@ -415,7 +471,7 @@ def _table_scans(
     key: PseudonymKey,
     participants: str | os.PathLike[str] | None,
     on_error: str,
-    errors: list[tuple[str | None, str | None, int | None, str]],
+    errors: list[_ErrorRow],
     summary: IngestSummary,
 ) -> list[_Scan]:
     """Scans of the table inputs: FreeSurfer table exports are read as one set joined with the
@@ -509,7 +565,7 @@ def _report_table(
     wide: WideTable,
     where: str,
     on_error: str,
-    errors: list[tuple[str | None, str | None, int | None, str]],
+    errors: list[_ErrorRow],
     summary: IngestSummary,
 ) -> None:
     """Summary notes for what a table reader merged or left out; ids on one side only stop
@@ -605,7 +661,7 @@ def _attach_participants(
     path: Path,
     cmap: ColumnMap,
     on_error: str,
-    errors: list[tuple[str | None, str | None, int | None, str]],
+    errors: list[_ErrorRow],
     summary: IngestSummary,
 ) -> None:
     wide = read_wide_table(path, cmap, on_bad_row="skip" if on_error == "skip" else "error")
@@ -683,14 +739,38 @@ def _check_withdrawn(
 def _write(
     con: duckdb.DuckDBPyConnection,
     scans: list[_Scan],
-    source: str,
-    jobs: int,
-    on_error: str,
-    errors: list[tuple[str | None, str | None, int | None, str]],
+    opts: _Options,
+    errors: list[_ErrorRow],
     summary: IngestSummary,
-    progress: bool,
-    scheduler: Any = None,
 ) -> None:
+    """Parse the scans and write them, their errors and the ingest's row (in the open
+    transaction)."""
+    _register_ingest(con, scans, opts.source, summary)
+    known = _KnownFiles(con, opts.source)
+    features = _FeatureIndex(con)
+    writer = _Writer(con, summary.ingest_id, opts.source, features)
+    folder_scans = [s for s in scans if s.folder is not None]
+    table_scans = [s for s in scans if s.folder is None]
+    bar = _progress(len(scans), opts.progress)
+    parsed = _parse_all(folder_scans, opts.jobs, opts.scheduler)
+    for layouts, results, pool in _chain(_table_results(table_scans), parsed):
+        for result in results:
+            bar(1)
+            scan = pool[result.index]
+            if isinstance(result, _Failed):
+                _record_failed(scan, result, opts.on_error, errors, summary)
+                continue
+            status = _write_scan(scan, result, layouts, known, writer, opts, errors, summary)
+            if status is not None:
+                _count(summary, status)
+    writer.flush()
+    _finish_ingest(con, scans, opts.source, errors, summary, writer)
+
+
+def _register_ingest(
+    con: duckdb.DuckDBPyConnection, scans: list[_Scan], source: str, summary: IngestSummary
+) -> None:
+    """The ingest's id, its source's row, and a refusal when another source holds its scans."""
     ingest_id = con.execute("SELECT coalesce(max(ingest_id), 0) + 1 FROM ingests").fetchone()
     summary.ingest_id = int(ingest_id[0]) if ingest_id else 1
     kind = "table" if all(s.folder is None for s in scans) else "stats"
@@ -705,75 +785,97 @@ def _write(
     ).fetchall()
     if other:
         raise IngestError(f"scan ids of this ingest already belong to source {other[0][0]!r}")
-    existing: dict[str, dict[str, str]] = {}
-    for scan_key, path, content_hash in con.execute(
-        "SELECT f.scan_key, f.path, f.content_hash FROM files f JOIN scans s USING (scan_key) "
-        "WHERE s.source = ?",
-        [source],
-    ).fetchall():
-        existing.setdefault(scan_key, {})[path] = content_hash
-    foreign_hashes = {
-        h: src
-        for h, src in con.execute(
-            "SELECT f.content_hash, s.source FROM files f JOIN scans s USING (scan_key) "
-            "WHERE s.source <> ? AND f.kind IN ('segmentation', 'surface', 'table')",
+
+
+class _KnownFiles:
+    """Content hashes already in the database: this source's files per scan (to tell new,
+    changed and unchanged scans apart) and other sources' stats files (one scan, one source)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, source: str) -> None:
+        self.existing: dict[str, dict[str, str]] = {}
+        for scan_key, path, content_hash in con.execute(
+            "SELECT f.scan_key, f.path, f.content_hash FROM files f JOIN scans s "
+            "USING (scan_key) WHERE s.source = ?",
             [source],
-        ).fetchall()
-    }
-    features = _FeatureIndex(con)
-    writer = _Writer(con, summary.ingest_id, source, features)
-    folder_scans = [s for s in scans if s.folder is not None]
-    table_scans = [s for s in scans if s.folder is None]
-    bar = _progress(len(scans), progress)
-    parsed = _parse_all(folder_scans, jobs, scheduler)
-    for parsed_chunk in _chain(_table_results(table_scans), parsed):
-        layouts, results, pool = parsed_chunk
-        for result in results:
-            scan = pool[result.index]
-            bar(1)
-            if isinstance(result, _Failed):
-                where = result.path or "stats/"
-                line = f" line {result.line}" if result.line else ""
-                message = f"scan {scan.scan_key}: {where}{line}: {result.detail}"
-                if on_error == "fail":
-                    raise IngestError(message + " (nothing was ingested; --on-error skip "
-                                      "records bad scans and ingests the rest)")  # fmt: skip
-                errors.append((scan.scan_key, result.path, result.line, result.detail))
-                summary.n_skipped += 1
-                summary.skipped["unreadable stats file (see ingest_errors)"] += 1
-                continue
-            hashes = {f[0]: f[5] for f in result.files}
-            claimed = {foreign_hashes[h] for h in hashes.values() if h in foreign_hashes}
-            if claimed:
-                message = (
-                    f"scan {scan.scan_key}: its stats files are already in the database under "
-                    f"source {sorted(claimed)[0]!r}; one scan belongs to one source"
-                )
-                if on_error == "fail":
-                    raise IngestError(message + " (nothing was ingested)")
-                errors.append((scan.scan_key, None, None, message))
-                summary.n_skipped += 1
-                summary.skipped["already ingested under another source"] += 1
-                continue
-            before = existing.get(scan.scan_key)
-            if before is not None and before == hashes:
-                writer.update_scan_metadata(scan)
-                writer.subjects_seen.add(scan.subject_key)
-                _count(summary, "unchanged")
-                summary.n_files += len(hashes)
-                continue
-            status = "new"
-            if before is not None:
-                status = "changed"
-                writer.record_changes(scan.scan_key, before, hashes)
-                writer.delete_scan(scan.scan_key)
-            idx = features.indices(layouts[result.layout])
-            writer.add_scan(
-                scan, idx, result.values, result.software, result.version, result.files, status
-            )
-            summary.n_files += len(hashes)
-            _count(summary, status)
-    writer.flush()
+        ).fetchall():
+            self.existing.setdefault(scan_key, {})[path] = content_hash
+        self.foreign: dict[str, str] = dict(
+            con.execute(
+                "SELECT f.content_hash, s.source FROM files f JOIN scans s USING (scan_key) "
+                "WHERE s.source <> ? AND f.kind IN ('segmentation', 'surface', 'table')",
+                [source],
+            ).fetchall()
+        )
+
+
+def _record_failed(
+    scan: _Scan,
+    result: _Failed,
+    on_error: str,
+    errors: list[_ErrorRow],
+    summary: IngestSummary,
+) -> None:
+    where = result.path or "stats/"
+    line = f" line {result.line}" if result.line else ""
+    message = f"scan {scan.scan_key}: {where}{line}: {result.detail}"
+    if on_error == "fail":
+        raise IngestError(message + " (nothing was ingested; --on-error skip "
+                          "records bad scans and ingests the rest)")  # fmt: skip
+    errors.append((scan.scan_key, result.path, result.line, result.detail))
+    summary.n_skipped += 1
+    summary.skipped["unreadable stats file (see ingest_errors)"] += 1
+
+
+def _write_scan(
+    scan: _Scan,
+    result: _Parsed,
+    layouts: list[tuple[str, ...]],
+    known: _KnownFiles,
+    writer: _Writer,
+    opts: _Options,
+    errors: list[_ErrorRow],
+    summary: IngestSummary,
+) -> str | None:
+    """Write one parsed scan; its status (new, changed, unchanged), or None when skipped."""
+    hashes = {f[0]: f[5] for f in result.files}
+    claimed = {known.foreign[h] for h in hashes.values() if h in known.foreign}
+    if claimed:
+        message = (
+            f"scan {scan.scan_key}: its stats files are already in the database under "
+            f"source {sorted(claimed)[0]!r}; one scan belongs to one source"
+        )
+        if opts.on_error == "fail":
+            raise IngestError(message + " (nothing was ingested)")
+        errors.append((scan.scan_key, None, None, message))
+        summary.n_skipped += 1
+        summary.skipped["already ingested under another source"] += 1
+        return None
+    summary.n_files += len(hashes)
+    before = known.existing.get(scan.scan_key)
+    if before is not None and before == hashes:
+        writer.update_scan_metadata(scan)
+        writer.subjects_seen.add(scan.subject_key)
+        return "unchanged"
+    status = "new"
+    if before is not None:
+        status = "changed"
+        writer.record_changes(scan.scan_key, before, hashes)
+        writer.delete_scan(scan.scan_key)
+    idx = writer.features.indices(layouts[result.layout])
+    writer.add_scan(scan, idx, result.values, result.software, result.version, result.files,
+                    status)  # fmt: skip
+    return status
+
+
+def _finish_ingest(
+    con: duckdb.DuckDBPyConnection,
+    scans: list[_Scan],
+    source: str,
+    errors: list[_ErrorRow],
+    summary: IngestSummary,
+    writer: _Writer,
+) -> None:
+    """The recorded errors, the summary's counts and the ingest's row."""
     subject_of = {s.scan_key: s.subject_key for s in scans}
     for scan_key, path, lineno, message in errors:
         con.execute(
@@ -784,7 +886,7 @@ def _write(
     summary.n_scans = summary.n_new + summary.n_changed + summary.n_unchanged
     summary.n_subjects = len(writer.subjects_seen)
     summary.n_values = writer.n_values
-    summary.n_features = features.n_used
+    summary.n_features = writer.features.n_used
     con.execute(
         "INSERT INTO ingests VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
@@ -853,7 +955,16 @@ def _parse_all(scans: list[_Scan], jobs: int, scheduler: Any = None) -> Iterator
     with ProcessPoolExecutor(
         max_workers=jobs, initializer=worker_init, initargs=(worker_threads(jobs),)
     ) as pool:
-        for layouts, results in pool.map(_parse_chunk, chunks):
+        # a bounded window of chunks in flight (pool.map would submit them all, and parsed
+        # chunks would pile up in memory whenever writing is slower than parsing)
+        window = 3 * jobs
+        queue = deque(pool.submit(_parse_chunk, c) for c in chunks[:window])
+        following = iter(chunks[window:])
+        while queue:
+            layouts, results = queue.popleft().result()
+            nxt = next(following, None)
+            if nxt is not None:
+                queue.append(pool.submit(_parse_chunk, nxt))
             yield layouts, results, scans
 
 
@@ -862,8 +973,6 @@ def _parse_on_dask(
 ) -> Iterator[_Chunk]:
     """Chunks parsed on Dask workers, yielded in submission order (feature indices are then
     assigned in the same order as with local processes), a bounded number in flight."""
-    from collections import deque
-
     from morphml.scale import dask_client, worker_count
 
     with dask_client(scheduler) as client:

@@ -121,12 +121,13 @@ def _simulate(
 def _ingest(result: DemoResult, say: Callable[[str], None]) -> None:
     """Ingest both cohorts into one database (one pseudonym key)."""
     from morphml.db import ingest
+    from morphml.qc import qc_at_ingest
 
     for name, folder in _cohort_folders(result).items():  # as the simulator wrote them
         summary = ingest(
             [folder], source=name, db=result.db, participants=folder / "participants.tsv",
             column_map=folder / "participants.yaml", key_file=result.out / "pseudonym.key",
-            on_error="skip",
+            on_error="skip", quality_control=qc_at_ingest,
         )  # fmt: skip
         for line in summary.lines()[:2]:
             say(f"  {line}")

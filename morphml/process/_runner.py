@@ -427,9 +427,11 @@ def _execute(
     def ingest_finished(client: Any) -> None:
         if ingest_args is not None and result.finished_sids:
             from morphml.db import ingest
+            from morphml.qc import qc_at_ingest
 
             result.ingest = ingest([Path(out_dir) / sid for sid in result.finished_sids],
-                                   on_error="skip", scheduler=client, **ingest_args)  # fmt: skip
+                                   on_error="skip", scheduler=client,
+                                   quality_control=qc_at_ingest, **ingest_args)  # fmt: skip
 
     def make_task(scan: PlannedScan, step: StepTemplate) -> _StepTask:
         return _StepTask(scan.sid, step, result.values, str(state_dir), out_dir, gpu_mode,

@@ -81,7 +81,14 @@ by their pseudonymous scan key.
 
 from morphml.qc._report import QCFlag, QCReport
 from morphml.qc._rules import MUST_EXIST_ASEG, NON_NEGATIVE_MEASURES, euler_numbers
-from morphml.qc._run import QC_COVARIATES, QC_PREFIX, qc_covariates, qc_database, run_qc
+from morphml.qc._run import (
+    QC_COVARIATES,
+    QC_PREFIX,
+    qc_at_ingest,
+    qc_covariates,
+    qc_database,
+    run_qc,
+)
 from morphml.qc._thresholds import (
     FLAGS,
     QCThresholds,
@@ -101,6 +108,7 @@ __all__ = [
     "QCThresholds",
     "check_flag_names",
     "euler_numbers",
+    "qc_at_ingest",
     "qc_covariates",
     "qc_database",
     "read_thresholds",

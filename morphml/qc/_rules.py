@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from sklearn.utils.extmath import randomized_svd
 
 from morphml.qc._report import QCFlag
@@ -351,6 +352,13 @@ def _peer_groups(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     ).df()
 
 
+def _arrow_batches(result: duckdb.DuckDBPyConnection) -> Iterator[pa.RecordBatch]:
+    """A query's result as Arrow record batches of at most :data:`_STREAM_ROWS` rows."""
+    # to_arrow_reader replaces fetch_record_batch (deprecated) in newer DuckDB releases
+    stream = getattr(result, "to_arrow_reader", None) or result.fetch_record_batch
+    yield from stream(_STREAM_ROWS)
+
+
 def _stream_present(
     con: duckdb.DuckDBPyConnection, table: str
 ) -> Iterator[tuple[np.ndarray, ...]]:
@@ -360,10 +368,7 @@ def _stream_present(
         f"SELECT k.row, m.feature_idx FROM measures m JOIN {table} k USING (scan_key) "
         f"WHERE {_VALID}"
     )
-    # to_arrow_reader replaces fetch_record_batch (deprecated) in newer DuckDB releases
-    stream = getattr(result, "to_arrow_reader", None) or result.fetch_record_batch
-    reader = stream(_STREAM_ROWS)
-    for batch in reader:
+    for batch in _arrow_batches(result):
         yield (
             batch.column(0).to_numpy(zero_copy_only=False).astype(np.int64),
             batch.column(1).to_numpy(zero_copy_only=False).astype(np.int64),
@@ -588,32 +593,68 @@ def rule_multivariate(
         )
     if not groups:
         return result
-    needed = pd.Index(sorted(set().union(*(set(g[1]) for g in groups))))
-    atlases = ", ".join(f"'{a}'" for a in _MV_ATLASES)
-    measures = ", ".join(f"'{m}'" for m in _MV_MEASURES)
-    seg = ", ".join(f"'{a}'" for a in _SEGMENTATION_ATLASES)
-    aseg = ", ".join(f"'{r}'" for r in MUST_EXIST_ASEG)
-    feats = con.execute(
-        "SELECT feature_idx, feature_id, measure FROM features "
-        f"WHERE atlas IN ({atlases}) AND measure IN ({measures}) "
-        f"AND (atlas NOT IN ({seg}) OR region IN ({aseg})) ORDER BY feature_idx"
-    ).df()
+    feats = _mv_features(con)
     if feats.empty:
         result.not_assessed += sum(len([k for k in g[2] if k in wanted]) for g in groups)
         result.notes.append("multivariate_outlier: no thickness, area or volume features")
         return result
+    needed = pd.Index(sorted(set().union(*(set(g[1]) for g in groups))))
+    matrix, age, male = _mv_matrix(con, needed, feats)
+    names = [str(f) for f in feats["feature_id"]]
+    row_of = pd.Series(np.arange(len(needed)), index=needed)
+    for name, ref, members in groups:
+        judged = [k for k in members if k in wanted]
+        rows = row_of[ref].to_numpy()
+        found = _outlyingness(matrix[rows], _design(age[rows], male[rows]), names, th)
+        if found is None:
+            result.not_assessed += len(judged)
+            result.notes.append(f"multivariate_outlier: no varying feature in {name}")
+            continue
+        position = pd.Series(np.arange(len(ref)), index=ref)
+        for key in judged:
+            flag = _mv_flag(str(key), found, int(position[key]), f"{name}, {len(ref)} scans", th)
+            if flag is not None:
+                result.flags.append(flag)
+    return result
+
+
+def _mv_features(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """The thickness, area and volume features the multivariate rule reads."""
+    atlases = ", ".join(f"'{a}'" for a in _MV_ATLASES)
+    measures = ", ".join(f"'{m}'" for m in _MV_MEASURES)
+    seg = ", ".join(f"'{a}'" for a in _SEGMENTATION_ATLASES)
+    aseg = ", ".join(f"'{r}'" for r in MUST_EXIST_ASEG)
+    return con.execute(
+        "SELECT feature_idx, feature_id, measure FROM features "
+        f"WHERE atlas IN ({atlases}) AND measure IN ({measures}) "
+        f"AND (atlas NOT IN ({seg}) OR region IN ({aseg})) ORDER BY feature_idx"
+    ).df()
+
+
+def _mv_matrix(
+    con: duckdb.DuckDBPyConnection, needed: pd.Index, feats: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scans, features) values of ``needed`` (areas and volumes as log1p, NaN where
+    missing), with each scan's age and male indicator (NaN when unknown)."""
     keys = pd.DataFrame({"scan_key": needed, "row": np.arange(len(needed), dtype=np.int64)})
     cols = pd.DataFrame(
         {"feature_idx": feats["feature_idx"], "col": np.arange(len(feats), dtype=np.int64)}
     )
     con.register("morphml_qc_rows", keys)
     con.register("morphml_qc_cols", cols)
+    matrix = np.full((len(needed), len(feats)), np.nan)
     try:
-        table = con.execute(
+        result = con.execute(
             "SELECT k.row, c.col, m.value FROM measures m "
             "JOIN morphml_qc_rows k USING (scan_key) JOIN morphml_qc_cols c USING (feature_idx) "
             f"WHERE {_VALID}"
-        ).fetchnumpy()
+        )
+        # streamed into the matrix batch by batch: the whole (row, col, value) result would
+        # be three times the matrix (measured: the peak of a 10k ingest)
+        for batch in _arrow_batches(result):
+            rows = batch.column(0).to_numpy(zero_copy_only=False)
+            cols_ = batch.column(1).to_numpy(zero_copy_only=False)
+            matrix[rows, cols_] = batch.column(2).to_numpy(zero_copy_only=False)
         people = (
             con.execute(
                 "SELECT k.row, s.age, CASE j.sex WHEN 'M' THEN 1.0 WHEN 'F' THEN 0.0 END AS male "
@@ -627,53 +668,37 @@ def rule_multivariate(
     finally:
         con.unregister("morphml_qc_rows")
         con.unregister("morphml_qc_cols")
-    matrix = np.full((len(needed), len(feats)), np.nan)
-    matrix[np.asarray(table["row"], dtype=np.int64), np.asarray(table["col"], dtype=np.int64)] = (
-        np.asarray(table["value"], dtype=np.float64)
-    )
     logged = feats["measure"].isin(["area", "volume"]).to_numpy()
     matrix[:, logged] = np.log1p(np.clip(matrix[:, logged], 0.0, None))
     age = people["age"].to_numpy(dtype=np.float64)
     male = people["male"].to_numpy(dtype=np.float64)
-    names = [str(f) for f in feats["feature_id"]]
-    row_of = pd.Series(np.arange(len(needed)), index=needed)
-    zd, zf, min_count = (
-        th.multivariate_distance_z,
-        th.multivariate_feature_z,
-        th.multivariate_feature_count,
+    return matrix, age, male
+
+
+def _mv_flag(
+    key: str, found: _Outlyingness, i: int, within: str, th: QCThresholds
+) -> QCFlag | None:
+    """The flag of scan ``i`` of a site's outlyingness, or None when it is not an outlier."""
+    zd, zf = th.multivariate_distance_z, th.multivariate_feature_z
+    why, strongest = [], 0.0
+    if found.score_z[i] > zd:
+        why.append(f"score distance robust z {found.score_z[i]:.1f} > {zd:g}")
+        strongest = max(strongest, float(found.score_z[i]))
+    if found.orth_z[i] > zd:
+        why.append(f"orthogonal distance robust z {found.orth_z[i]:.1f} > {zd:g}")
+        strongest = max(strongest, float(found.orth_z[i]))
+    extreme = np.flatnonzero(np.abs(found.feature_z[i]) > zf)
+    if len(extreme) >= th.multivariate_feature_count:
+        order = extreme[np.argsort(-np.abs(found.feature_z[i, extreme]), kind="stable")]
+        items = [f"{found.names[j]} z={found.feature_z[i, j]:.1f}" for j in order]
+        why.append(f"{len(extreme)} values beyond robust z {zf:g}: {_listing(items)}")
+        strongest = max(strongest, float(np.abs(found.feature_z[i, order[0]])))
+    if not why:
+        return None
+    return QCFlag(
+        key,
+        "multivariate_outlier",
+        f"{'; '.join(why)} (within {within}, age and sex adjusted; {found.k} robust "
+        f"components of {len(found.names)} features)",
+        round(strongest, 4),
     )
-    for name, ref, members in groups:
-        judged = [k for k in members if k in wanted]
-        rows = row_of[ref].to_numpy()
-        found = _outlyingness(matrix[rows], _design(age[rows], male[rows]), names, th)
-        if found is None:
-            result.not_assessed += len(judged)
-            result.notes.append(f"multivariate_outlier: no varying feature in {name}")
-            continue
-        position = pd.Series(np.arange(len(ref)), index=ref)
-        for key in judged:
-            i = int(position[key])
-            why, strongest = [], 0.0
-            if found.score_z[i] > zd:
-                why.append(f"score distance robust z {found.score_z[i]:.1f} > {zd:g}")
-                strongest = max(strongest, float(found.score_z[i]))
-            if found.orth_z[i] > zd:
-                why.append(f"orthogonal distance robust z {found.orth_z[i]:.1f} > {zd:g}")
-                strongest = max(strongest, float(found.orth_z[i]))
-            extreme = np.flatnonzero(np.abs(found.feature_z[i]) > zf)
-            if len(extreme) >= min_count:
-                order = extreme[np.argsort(-np.abs(found.feature_z[i, extreme]), kind="stable")]
-                items = [f"{found.names[j]} z={found.feature_z[i, j]:.1f}" for j in order]
-                why.append(f"{len(extreme)} values beyond robust z {zf:g}: {_listing(items)}")
-                strongest = max(strongest, float(np.abs(found.feature_z[i, order[0]])))
-            if why:
-                result.flags.append(
-                    QCFlag(
-                        str(key),
-                        "multivariate_outlier",
-                        f"{'; '.join(why)} (within {name}, {len(ref)} scans, age and sex "
-                        f"adjusted; {found.k} robust components of {len(found.names)} features)",
-                        round(strongest, 4),
-                    )
-                )
-    return result

@@ -26,7 +26,14 @@ from morphml.qc._rules import (
 )
 from morphml.qc._thresholds import FLAGS, QCThresholds, check_flag_names, resolve_thresholds
 
-__all__ = ["QC_COVARIATES", "QC_PREFIX", "qc_covariates", "qc_database", "run_qc"]
+__all__ = [
+    "QC_COVARIATES",
+    "QC_PREFIX",
+    "qc_at_ingest",
+    "qc_covariates",
+    "qc_database",
+    "run_qc",
+]
 
 #: QC measures a feature spec can add as covariates (``features.qc_covariates``)
 QC_COVARIATES: dict[str, str] = {
@@ -108,44 +115,11 @@ def run_qc(
     chosen = tuple(FLAGS) if rules is None else tuple(check_flag_names(rules, where="QC rule"))
     chosen = tuple(f for f in FLAGS if f in chosen)
     labels = _site_labels(con)
-    if scan_keys is None:
-        if labels.empty:
-            raise QCError(
-                "the database holds no scans to check; ingest some first ('morphml ingest')"
-            )
-        targets = labels.index
-    else:
-        wanted = sorted(set(scan_keys))
-        unknown = [k for k in wanted if k not in labels.index]
-        if unknown:
-            raise QCError(
-                f"{len(unknown)} scan keys are not in the database (first: {unknown[0]!r}); "
-                "expected pseudonymous scan keys such as those 'morphml db export' lists"
-            )
-        targets = pd.Index(wanted, name="scan_key")
-    results = {rule: RuleResult() for rule in chosen}
+    targets = _targets(labels, scan_keys)
     con.register("morphml_qc_targets", pd.DataFrame({"scan_key": targets.astype(str)}))
     own = _begin(con)
     try:
-        if len(targets):
-            if "euler_absolute" in chosen or "euler_site_z" in chosen:
-                for rule, res in rule_euler(con, targets, labels, th).items():
-                    if rule in results:
-                        results[rule] = res
-            if "missing_structure" in chosen:
-                results["missing_structure"] = rule_missing(con, th)
-            if "zero_structure" in chosen:
-                results["zero_structure"] = rule_zero(con)
-            if "negative_value" in chosen:
-                results["negative_value"] = rule_negative(con)
-            if "thickness_range" in chosen:
-                results["thickness_range"] = rule_thickness(con, th)
-            if "multivariate_outlier" in chosen:
-                # one BLAS thread: the per-site matrices are small, and OpenBLAS threads cost
-                # more than they gain on them (measured 42 s -> 6 s for 1,118 scans at load 18
-                # on 2 cores); the thread policy of morphml._utils._threads
-                with limit_threads(1, user_api="blas"):
-                    results["multivariate_outlier"] = rule_multivariate(con, targets, labels, th)
+        results = _apply_rules(con, chosen, targets, labels, th)
         flags = sorted(
             (f for res in results.values() for f in res.flags),
             key=lambda f: (FLAGS.index(f.flag), f.scan_key),
@@ -171,6 +145,56 @@ def run_qc(
         not_assessed={rule: res.not_assessed for rule, res in results.items()},
         notes=tuple(notes),
     )
+
+
+def _targets(labels: pd.Series, scan_keys: Iterable[str] | None) -> pd.Index:
+    """The scans to check: all of the database's, or the given keys (which it must hold)."""
+    if scan_keys is None:
+        if labels.empty:
+            raise QCError(
+                "the database holds no scans to check; ingest some first ('morphml ingest')"
+            )
+        return labels.index
+    wanted = sorted(set(scan_keys))
+    unknown = [k for k in wanted if k not in labels.index]
+    if unknown:
+        raise QCError(
+            f"{len(unknown)} scan keys are not in the database (first: {unknown[0]!r}); "
+            "expected pseudonymous scan keys such as those 'morphml db export' lists"
+        )
+    return pd.Index(wanted, name="scan_key")
+
+
+def _apply_rules(
+    con: duckdb.DuckDBPyConnection,
+    chosen: Sequence[str],
+    targets: pd.Index,
+    labels: pd.Series,
+    th: QCThresholds,
+) -> dict[str, RuleResult]:
+    """The chosen rules' results on the targets (registered as ``morphml_qc_targets``)."""
+    results = {rule: RuleResult() for rule in chosen}
+    if not len(targets):
+        return results
+    if "euler_absolute" in chosen or "euler_site_z" in chosen:
+        for rule, res in rule_euler(con, targets, labels, th).items():
+            if rule in results:
+                results[rule] = res
+    if "missing_structure" in chosen:
+        results["missing_structure"] = rule_missing(con, th)
+    if "zero_structure" in chosen:
+        results["zero_structure"] = rule_zero(con)
+    if "negative_value" in chosen:
+        results["negative_value"] = rule_negative(con)
+    if "thickness_range" in chosen:
+        results["thickness_range"] = rule_thickness(con, th)
+    if "multivariate_outlier" in chosen:
+        # one BLAS thread: the per-site matrices are small, and OpenBLAS threads cost more
+        # than they gain on them (measured 42 s -> 6 s for 1,118 scans at load 18 on 2
+        # cores); the thread policy of morphml._utils._threads
+        with limit_threads(1, user_api="blas"):
+            results["multivariate_outlier"] = rule_multivariate(con, targets, labels, th)
+    return results
 
 
 def _store(con: duckdb.DuckDBPyConnection, rules: Sequence[str], flags: list[QCFlag]) -> None:
@@ -201,6 +225,21 @@ def _store(con: duckdb.DuckDBPyConnection, rules: Sequence[str], flags: list[QCF
         )
     finally:
         con.unregister("morphml_qc_new")
+
+
+def qc_at_ingest(con: duckdb.DuckDBPyConnection, scan_keys: list[str]) -> list[str]:
+    """QC at ingest: :func:`run_qc` with the default thresholds on the ingested source's scans,
+    in the ingest's open transaction; the flag name of each (scan, flag) pair.
+
+    The ``quality_control`` argument of :func:`morphml.db.ingest` (``morphml ingest`` passes
+    it), so the database layer runs QC without importing it.
+
+    Examples
+    --------
+    >>> from morphml.db import ingest  # doctest: +SKIP
+    >>> ingest(["subjects/"], source="hospital", quality_control=qc_at_ingest)  # doctest: +SKIP
+    """
+    return [flag.flag for flag in run_qc(con, scan_keys).flags]
 
 
 def qc_database(
