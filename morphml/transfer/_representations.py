@@ -22,8 +22,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, Transfo
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import ClassifierTags, RegressorTags, _safe_indexing
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from morphml.exceptions import TransferError
 from morphml.transfer._normative import NormativeModel
@@ -474,6 +475,7 @@ class WarmStartBooster(BaseEstimator):
 
     def decision_function(self, X: pd.DataFrame, *, rounds: int | None = None) -> np.ndarray:
         """The margin (logit or value); ``rounds`` uses only the first new trees."""
+        check_is_fitted(self)
         inputs, trees = self._trees(X)
         if self.variant == "continue":
             margin = self.offset_ + trees
@@ -511,6 +513,10 @@ def _score(model: Any, X: pd.DataFrame, kind: str) -> np.ndarray:
     return np.asarray(model.predict(X), dtype=np.float64)
 
 
+def _classifies(model: Any) -> bool:
+    return bool(model.kind == "classification")
+
+
 class StackedModel(BaseEstimator):
     """A cross-validated meta-model over several small-sample models.
 
@@ -533,7 +539,7 @@ class StackedModel(BaseEstimator):
         if not self.estimators:
             raise TransferError("stacked needs at least one base representation")
         X = self._checked_input(X, reset=True)
-        yv = np.asarray(y)
+        yv = column_or_1d(y, warn=True)
         classify = self.kind == "classification"
         if classify:
             _check_binary(yv)
@@ -569,6 +575,7 @@ class StackedModel(BaseEstimator):
         cols = [_score(m, X, self.kind) for m in self.fitted_]
         return self.scaler_.transform(np.column_stack(cols))
 
+    @available_if(_classifies)
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
         scores = self._base_scores(X)
         return np.asarray(self.meta_.decision_function(scores), dtype=np.float64)
@@ -576,6 +583,13 @@ class StackedModel(BaseEstimator):
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         scores = self._base_scores(X)
         return np.asarray(self.meta_.predict(scores))
+
+    def score(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy (classification) or R² (regression) of :meth:`predict`, as scikit-learn's."""
+        from sklearn.metrics import accuracy_score, r2_score
+
+        metric = accuracy_score if self.kind == "classification" else r2_score
+        return float(metric(y, self.predict(X), sample_weight=sample_weight))
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
