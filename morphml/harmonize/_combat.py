@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -468,25 +469,79 @@ class ComBat(TransformerMixin, BaseEstimator):
                 "ComBat.fit: X has no feature column to harmonise (only meta and passthrough "
                 "columns)."
             )
+        batches, codes, ref = self._fit_batches(X)
+        knots, cov, cov_names = self._fit_covariates(X, covariates, spline)
+        values = self._features(X, features)
+        missing_mask = np.isnan(values)
+        missing = missing_mask if missing_mask.any() else None
+        onehot = np.zeros((codes.size, batches.size))
+        onehot[np.arange(codes.size), codes] = 1.0
+        _check_rank(np.hstack([onehot, cov]), batches.size, cov_names, int(self.spline_df))
+        pooled = _pooled_fit(onehot, cov, values, missing, ref)
+        moments = pooled.standardised_moments()
+        try:
+            priors, pooled_mean = hyperpriors(moments, pooled.usable)
+        except ValueError:
+            raise HarmonizationError(
+                "ComBat cannot estimate site scales: no site has two scans with a varying value "
+                f"of any of the {len(features)} features. Harmonise a larger training set."
+            ) from None
+        gamma_star, delta_star, n_iter = _posterior(
+            moments, priors, pooled.usable, eb=bool(self.eb), parametric=bool(self.parametric)
+        )
+        if ref is not None:
+            gamma_star[ref], delta_star[ref] = 0.0, 1.0
+
+        self.batches_ = batches
+        self.batch_sizes_ = np.bincount(codes, minlength=batches.size)
+        self.features_ = list(features)
+        self.output_columns_ = list(output)
+        self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
+        self.n_features_in_ = X.shape[1]
+        self.covariate_columns_ = cov_names
+        self.spline_knots_ = knots
+        self.alpha_ = pooled.alpha
+        self.beta_ = pooled.beta
+        self.sigma_ = pooled.sigma
+        self.usable_ = pooled.usable
+        self.constant_features_ = [
+            f for f, ok in zip(features, pooled.usable, strict=True) if not ok
+        ]
+        self.reference_index_ = ref
+        self._store_site_effects(moments, gamma_star, delta_star, priors)
+        self.delta_prior_mean_ = float(pooled_mean)
+        self.new_batch_prior_ = dict(vars(site_population(priors, ref)))
+        self.n_iter_ = n_iter
+        self.adapted_: dict[str, dict[str, Any]] = {}
+        return self
+
+    def _fit_batches(
+        self, X: pd.DataFrame
+    ) -> tuple[NDArray[np.str_], NDArray[np.intp], int | None]:
+        """The training sites (sorted), each row's site code, and the reference site's code."""
         labels = self._batch_labels(X)
         batches, codes = np.unique(labels, return_inverse=True)
         codes = codes.ravel()
-        n_batches = batches.size
-        if n_batches < 2:
+        if batches.size < 2:
             raise HarmonizationError(
                 f"ComBat needs at least 2 sites in {self.batch!r} to estimate site effects; the "
-                f"training data hold {n_batches} ({_listed(list(batches))}). Use "
+                f"training data hold {batches.size} ({_listed(list(batches))}). Use "
                 "harmonize.method: none for single-site data."
             )
-        ref: int | None = None
-        if self.reference_batch is not None:
-            if self.reference_batch not in batches:
-                raise HarmonizationError(
-                    f"ComBat reference site {self.reference_batch!r} is not among the training "
-                    f"sites ({_listed(list(batches))}); set harmonize.reference_site to one of "
-                    "them."
-                )
-            ref = int(np.searchsorted(batches, self.reference_batch))
+        if self.reference_batch is None:
+            return batches, codes, None
+        if self.reference_batch not in batches:
+            raise HarmonizationError(
+                f"ComBat reference site {self.reference_batch!r} is not among the training "
+                f"sites ({_listed(list(batches))}); set harmonize.reference_site to one of "
+                "them."
+            )
+        return batches, codes, int(np.searchsorted(batches, self.reference_batch))
+
+    def _fit_covariates(
+        self, X: pd.DataFrame, covariates: tuple[str, ...], spline: tuple[str, ...]
+    ) -> tuple[dict[str, Array], Array, list[str]]:
+        """Spline knots (training quantiles), the covariate design and its column names."""
         knots: dict[str, Array] = {}
         for name in covariates:
             values = self._covariate(X, name)
@@ -498,83 +553,17 @@ class ComBat(TransformerMixin, BaseEstimator):
                 )
             if name in spline:
                 knots[name] = natural_spline_knots(values, int(self.spline_df))
-        cov = self._design(X, knots)
         cov_names = []
         for name in covariates:
             if name in knots:
                 cov_names += [f"{name}[ns{k + 1}]" for k in range(knots[name].size - 1)]
             else:
                 cov_names.append(name)
-        values = self._features(X, features)
-        missing_mask = np.isnan(values)
-        missing = missing_mask if missing_mask.any() else None
+        return knots, self._design(X, knots), cov_names
 
-        onehot = np.zeros((codes.size, n_batches))
-        onehot[np.arange(codes.size), codes] = 1.0
-        design = np.hstack([onehot, cov])
-        _check_rank(design, n_batches, cov_names, int(self.spline_df))
-        coef = _least_squares(onehot, cov, values, missing)
-        resid2 = design @ coef
-        np.subtract(values, resid2, out=resid2)
-        if missing is not None:
-            resid2[missing] = 0.0
-        np.square(resid2, out=resid2)
-        sum_r2 = onehot.T @ resid2  # per site and feature: sum of squared residuals
-        del resid2
-        if missing is None:
-            counts = np.repeat(onehot.sum(axis=0)[:, None], values.shape[1], axis=1)
-        else:
-            counts = onehot.T @ (~missing).astype(float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            if ref is None:
-                total = counts.sum(axis=0)
-                alpha = (counts * coef[:n_batches]).sum(axis=0) / total
-                sigma = np.sqrt(sum_r2.sum(axis=0) / total)
-            else:
-                alpha = coef[ref].copy()
-                sigma = np.sqrt(sum_r2[ref] / counts[ref])
-        scale = _max_abs(values, missing)
-        with np.errstate(invalid="ignore"):
-            usable = (sigma > _CONSTANT_RTOL * scale) & (scale > 0)
-        sigma = np.where(usable, sigma, 0.0)
-        alpha = np.where(np.isfinite(alpha), alpha, 0.0)
-        beta = coef[n_batches:]
-        # The site indicators make the OLS residuals sum to zero within each site, so the
-        # site mean of z = (y - alpha - x'beta) / sigma is (site intercept - alpha) / sigma and
-        # its centred sum of squares is the residual sum of squares / sigma^2: the moments
-        # of the standardised data without forming it (an n x p array less).
-        safe = np.where(usable, sigma, 1.0)
-        gamma_hat = np.where(counts > 0, (coef[:n_batches] - alpha) / safe, 0.0)
-        ss = np.where(counts >= 2, sum_r2 / safe**2, 0.0)
-        gamma_hat[:, ~usable], ss[:, ~usable] = 0.0, 0.0
-        moments = BatchMoments(n=counts, mean=gamma_hat, ss=ss)
-        try:
-            priors, pooled_mean = hyperpriors(moments, usable)
-        except ValueError:
-            raise HarmonizationError(
-                "ComBat cannot estimate site scales: no site has two scans with a varying value "
-                f"of any of the {len(features)} features. Harmonise a larger training set."
-            ) from None
-        gamma_star, delta_star, n_iter = _posterior(
-            moments, priors, usable, eb=bool(self.eb), parametric=bool(self.parametric)
-        )
-        if ref is not None:
-            gamma_star[ref], delta_star[ref] = 0.0, 1.0
-
-        self.batches_ = batches
-        self.batch_sizes_ = np.bincount(codes, minlength=n_batches)
-        self.features_ = list(features)
-        self.output_columns_ = list(output)
-        self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
-        self.n_features_in_ = X.shape[1]
-        self.covariate_columns_ = cov_names
-        self.spline_knots_ = knots
-        self.alpha_ = alpha
-        self.beta_ = beta
-        self.sigma_ = sigma
-        self.usable_ = usable
-        self.constant_features_ = [f for f, ok in zip(features, usable, strict=True) if not ok]
-        self.reference_index_ = ref
+    def _store_site_effects(
+        self, moments: BatchMoments, gamma_star: Array, delta_star: Array, priors: Hyperpriors
+    ) -> None:
         self.batch_counts_ = moments.n.astype(int)
         self.gamma_hat_ = np.where(moments.n >= 1, moments.mean, np.nan)
         self.delta_hat_ = moments.delta_hat
@@ -584,11 +573,6 @@ class ComBat(TransformerMixin, BaseEstimator):
         self.tau2_ = priors.tau2
         self.a_prior_ = priors.a
         self.b_prior_ = priors.b
-        self.delta_prior_mean_ = float(pooled_mean)
-        self.new_batch_prior_ = dict(vars(site_population(priors, ref)))
-        self.n_iter_ = n_iter
-        self.adapted_: dict[str, dict[str, Any]] = {}
-        return self
 
     # ------------------------------------------------------------------ transform
     def _standardised(self, X: pd.DataFrame, features: list[str]) -> tuple[Array, Array, Array]:
@@ -829,6 +813,77 @@ class ComBat(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         return tags
+
+
+@dataclass
+class _Pooled:
+    """Step 1-2 of ComBat's fit: OLS per feature, grand means and pooled scales."""
+
+    coef: Array  # (n_batches + n_covariate_columns, n_features)
+    sum_r2: Array  # per site and feature: sum of squared residuals
+    counts: Array  # per site and feature: non-missing values
+    alpha: Array
+    sigma: Array
+    usable: NDArray[np.bool_]
+
+    @property
+    def beta(self) -> Array:
+        return self.coef[self.counts.shape[0] :]
+
+    def standardised_moments(self) -> BatchMoments:
+        """Per-site mean and centred sum of squares of z = (y - alpha - x'beta) / sigma.
+
+        The site indicators make the OLS residuals sum to zero within each site, so the site
+        mean of z is (site intercept - alpha) / sigma and its centred sum of squares is the
+        residual sum of squares / sigma^2: the moments of the standardised data without
+        forming it (an n x p array less).
+        """
+        n_batches, usable, counts = self.counts.shape[0], self.usable, self.counts
+        safe = np.where(usable, self.sigma, 1.0)
+        gamma_hat = np.where(counts > 0, (self.coef[:n_batches] - self.alpha) / safe, 0.0)
+        ss = np.where(counts >= 2, self.sum_r2 / safe**2, 0.0)
+        gamma_hat[:, ~usable], ss[:, ~usable] = 0.0, 0.0
+        return BatchMoments(n=counts, mean=gamma_hat, ss=ss)
+
+
+def _pooled_fit(
+    onehot: Array, cov: Array, values: Array, missing: NDArray[np.bool_] | None,
+    ref: int | None,
+) -> _Pooled:  # fmt: skip
+    """OLS on [site indicators, covariates]; grand mean and pooled SD of every feature.
+
+    The grand mean is the batch-size-weighted mean of the site intercepts (the reference
+    site's intercept when ``ref`` is set), the pooled variance the mean squared residual
+    (reference-site rows only when set). Features without residual variance are marked
+    unusable, with sigma 0.
+    """
+    n_batches = onehot.shape[1]
+    coef = _least_squares(onehot, cov, values, missing)
+    resid2 = np.hstack([onehot, cov]) @ coef
+    np.subtract(values, resid2, out=resid2)
+    if missing is not None:
+        resid2[missing] = 0.0
+    np.square(resid2, out=resid2)
+    sum_r2 = onehot.T @ resid2
+    del resid2
+    if missing is None:
+        counts = np.repeat(onehot.sum(axis=0)[:, None], values.shape[1], axis=1)
+    else:
+        counts = onehot.T @ (~missing).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if ref is None:
+            total = counts.sum(axis=0)
+            alpha = (counts * coef[:n_batches]).sum(axis=0) / total
+            sigma = np.sqrt(sum_r2.sum(axis=0) / total)
+        else:
+            alpha = coef[ref].copy()
+            sigma = np.sqrt(sum_r2[ref] / counts[ref])
+    scale = _max_abs(values, missing)
+    with np.errstate(invalid="ignore"):
+        usable = (sigma > _CONSTANT_RTOL * scale) & (scale > 0)
+    sigma = np.where(usable, sigma, 0.0)
+    alpha = np.where(np.isfinite(alpha), alpha, 0.0)
+    return _Pooled(coef, sum_r2, counts, alpha, sigma, usable)
 
 
 def _posterior(

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
 from morphml.harmonize._combat import META_PREFIX, ComBat
 
@@ -50,6 +51,20 @@ class HarmonizeStep(TransformerMixin, BaseEstimator):
         self.new_batches = new_batches
 
     def fit(self, X: pd.DataFrame, y: Any = None) -> HarmonizeStep:
+        """Fit ComBat on the training rows and remember the ``neutral`` covariates' means.
+
+        Parameters
+        ----------
+        X : DataFrame
+            Features plus the ``meta:site``, ``meta:age`` and covariate columns.
+        y : ignored
+            Present for pipeline compatibility.
+
+        Returns
+        -------
+        self : HarmonizeStep
+        """
+        X = ComBat._check_frame(X, "fit")
         # the input columns, as scikit-learn records them: a saved pipeline starting with
         # this step then knows its feature ids (sidecar) and what a caller must pass
         self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
@@ -75,5 +90,12 @@ class HarmonizeStep(TransformerMixin, BaseEstimator):
         return out
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Harmonise ``X`` with the fitted ComBat, ``neutral`` covariates at their means."""
+        check_is_fitted(self)
         out: pd.DataFrame = self.combat_.transform(self._neutralised(X))
         return out
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # as ComBat: a missing value stays missing
+        return tags

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
+from sklearn.utils import TransformerTags
 from sklearn.utils.validation import check_is_fitted
 
 from morphml.exceptions import BiasCorrectionError
@@ -251,6 +252,12 @@ class AgeBiasCorrector(BaseEstimator):
             "age_range": list(self.age_range_),
             "min_slope": min_slope,
         }
+
+    def __sklearn_tags__(self) -> Any:
+        # it transforms predictions (given the ages), though with its own signature
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags = TransformerTags()
+        return tags
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AgeBiasCorrector:

@@ -151,7 +151,7 @@ class FeatureGuard(TransformerMixin, BaseEstimator):
     >>> guard.transform(pd.DataFrame({"b": [2.0], "a": [1.0]}))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    morphml.models._preprocess.FeatureMismatchError: The model was fitted on 2 named feature...
+    morphml.exceptions.FeatureMismatchError: The model was fitted on 2 named feature...
     """
 
     def fit(self, X: Any, y: Any = None) -> FeatureGuard:
@@ -228,16 +228,21 @@ class EtivAdjuster(TransformerMixin, BaseEstimator):
     * ``method="proportion"``: :math:`x_j \\cdot \\overline{\\mathrm{eTIV}} / \\mathrm{eTIV}`
       (a fraction of head size, rescaled to the units of an average head).
 
-    Needs a DataFrame whose columns are canonical feature ids (``{atlas}.{hemi}.{region}.
-    {measure}``): eTIV and the features to adjust are found by name.
+    With ``etiv_column`` a name (the default), ``X`` must be a DataFrame whose columns are
+    canonical feature ids (``{atlas}.{hemi}.{region}.{measure}``): eTIV and the features to
+    adjust are found by name, and the output is a DataFrame. With ``etiv_column`` a column
+    position (int), ``X`` may be any 2-D numeric array (or a DataFrame, read by position)
+    and the output is an array; ``set_output(transform="pandas")`` names its columns.
 
     Parameters
     ----------
-    etiv_column : str, default="global.na.eTIV.volume"
-        Column holding eTIV (mm³). Every value must be finite and positive.
-    columns : "volumes" or list of str, default="volumes"
+    etiv_column : str or int, default="global.na.eTIV.volume"
+        Column holding eTIV (mm³): its name, or its position. Every value must be finite
+        and positive.
+    columns : "volumes", "all" or list of str or int, default="volumes"
         Columns to adjust. ``"volumes"`` means every column whose id ends in ``.volume`` or
-        ``.area``, except ``etiv_column``.
+        ``.area`` (names only); ``"all"`` every column; either way except ``etiv_column``.
+        A list holds names when ``etiv_column`` is a name and positions when it is an int.
     method : {"residual", "proportion"}, default="residual"
         How to adjust (see above).
     keep_etiv : bool, default=False
@@ -245,8 +250,9 @@ class EtivAdjuster(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
-    columns_ : ndarray of str
-        The adjusted columns, in input order.
+    columns_ : ndarray of str or int
+        The adjusted columns (names, or positions when ``etiv_column`` is an int), in input
+        order.
     slopes_ : ndarray of float
         Training least-squares slope of each adjusted column on eTIV (per mm³); used by
         ``method="residual"``, informative otherwise. A column with fewer than two observed
@@ -256,7 +262,7 @@ class EtivAdjuster(TransformerMixin, BaseEstimator):
     n_features_in_ : int
         Number of input columns.
     feature_names_in_ : ndarray of str
-        Input column names.
+        Input column names (when ``X`` had string column names).
 
     Examples
     --------
@@ -269,13 +275,16 @@ class EtivAdjuster(TransformerMixin, BaseEstimator):
     ... })
     >>> EtivAdjuster().fit_transform(X)["aseg.na.Left-Thalamus.volume"].round(6).tolist()
     [7500.0, 7500.0, 7500.0]
+    >>> by_position = EtivAdjuster(etiv_column=0, columns=[1])  # eTIV first, adjust the next
+    >>> by_position.fit_transform(X.to_numpy())[:, 0].round(6).tolist()
+    [7500.0, 7500.0, 7500.0]
     """
 
     def __init__(
         self,
         *,
-        etiv_column: str = "global.na.eTIV.volume",
-        columns: str | Sequence[str] = "volumes",
+        etiv_column: str | int = "global.na.eTIV.volume",
+        columns: str | Sequence[str] | Sequence[int] = "volumes",
         method: str = "residual",
         keep_etiv: bool = False,
     ) -> None:
@@ -291,28 +300,50 @@ class EtivAdjuster(TransformerMixin, BaseEstimator):
                 f"The 'method' parameter of {name} must be 'residual' or 'proportion'. "
                 f"Got {self.method!r}."
             )
-        if not isinstance(self.etiv_column, str) or not self.etiv_column:
+        etiv = self.etiv_column
+        by_position = isinstance(etiv, int | np.integer) and not isinstance(etiv, bool)
+        if not (by_position and int(etiv) >= 0) and not (isinstance(etiv, str) and etiv):
             raise ModelConfigError(
-                f"The 'etiv_column' parameter of {name} must be a column name (str). "
-                f"Got {self.etiv_column!r}."
+                f"The 'etiv_column' parameter of {name} must be a column name (str) or a "
+                f"column position (int >= 0). Got {etiv!r}."
             )
         if not isinstance(self.keep_etiv, bool):
             raise ModelConfigError(
                 f"The 'keep_etiv' parameter of {name} must be True or False. "
                 f"Got {self.keep_etiv!r}."
             )
-        cols = self.columns
+        self._check_columns_param(by_position)
+
+    def _check_columns_param(self, by_position: bool) -> None:
+        name, cols = type(self).__name__, self.columns
         if isinstance(cols, str):
-            if cols != "volumes":
+            if cols not in ("volumes", "all"):
                 raise ModelConfigError(
-                    f"The 'columns' parameter of {name} must be 'volumes' or a list of column "
-                    f"names. Got {cols!r}."
+                    f"The 'columns' parameter of {name} must be 'volumes', 'all' or a list of "
+                    f"column names. Got {cols!r}."
                 )
-        elif not all(isinstance(c, str) for c in cols):
+            if cols == "volumes" and by_position:
+                raise ModelConfigError(
+                    f"{name}: columns='volumes' finds the volume and area columns by name, but "
+                    f"'etiv_column' is a position ({self.etiv_column!r}). Set columns='all' or "
+                    "a list of column positions."
+                )
+        elif by_position and not all(
+            isinstance(c, int | np.integer) and not isinstance(c, bool) for c in cols
+        ):
             raise ModelConfigError(
-                f"The 'columns' parameter of {name} must be 'volumes' or a list of column "
-                f"names (str). Got {cols!r}."
+                f"The 'columns' parameter of {name} must be 'all' or a list of column "
+                f"positions (int) when 'etiv_column' is a position. Got {cols!r}."
             )
+        elif not by_position and not all(isinstance(c, str) for c in cols):
+            raise ModelConfigError(
+                f"The 'columns' parameter of {name} must be 'volumes', 'all' or a list of "
+                f"column names (str). Got {cols!r}."
+            )
+
+    @property
+    def _by_position(self) -> bool:
+        return not isinstance(self.etiv_column, str)
 
     def _require_frame(self, X: Any) -> pd.DataFrame:
         if not isinstance(X, pd.DataFrame):
@@ -321,39 +352,96 @@ class EtivAdjuster(TransformerMixin, BaseEstimator):
                 f"{type(self).__name__} needs a pandas DataFrame whose columns are feature ids "
                 f"(it finds {self.etiv_column!r} and the volume/area columns by name); got "
                 f"{type(X).__name__}{'' if shape is None else f' of shape {shape}'}. Pass the "
-                "feature table as a DataFrame, or build the model with etiv_adjust=False."
+                "feature table as a DataFrame, set 'etiv_column' to the position of eTIV, or "
+                "build the model with etiv_adjust=False."
             )
         _check_unique_columns(X, type(self).__name__)
         return X
 
+    def _checked_etiv(self, etiv: np.ndarray, rows: Any, where: str) -> np.ndarray:
+        bad = ~np.isfinite(etiv) | (etiv <= 0)
+        if bad.any():
+            listed = [str(r) for r in rows[bad][:_MAX_LISTED]]
+            raise ModelInputError(
+                f"{type(self).__name__}: column {self.etiv_column!r} must be finite and positive "
+                f"in every row; {int(bad.sum())} row(s) are missing, zero or negative ({where} "
+                f"{', '.join(listed)}{', ...' if bad.sum() > _MAX_LISTED else ''}). Exclude "
+                "those rows or fix their eTIV."
+            )
+        return etiv
+
     def _etiv(self, X: pd.DataFrame) -> np.ndarray:
         if self.etiv_column not in X.columns:
-            close = difflib.get_close_matches(self.etiv_column, [str(c) for c in X.columns], 1)
+            close = difflib.get_close_matches(
+                str(self.etiv_column), [str(c) for c in X.columns], 1
+            )
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ModelInputError(
                 f"{type(self).__name__}: X has no eTIV column {self.etiv_column!r}.{hint} "
                 "Include eTIV in the features or set 'etiv_column'."
             )
         etiv = pd.to_numeric(X[self.etiv_column], errors="coerce").to_numpy(dtype=float)
-        bad = ~np.isfinite(etiv) | (etiv <= 0)
-        if bad.any():
-            rows = [str(r) for r in X.index[bad][:_MAX_LISTED]]
-            raise ModelInputError(
-                f"{type(self).__name__}: column {self.etiv_column!r} must be finite and positive "
-                f"in every row; {int(bad.sum())} row(s) are missing, zero or negative (index "
-                f"{', '.join(rows)}{', ...' if bad.sum() > _MAX_LISTED else ''}). Exclude "
-                "those rows or fix their eTIV."
-            )
-        return etiv
+        return self._checked_etiv(etiv, X.index, "index")
 
-    def fit(self, X: pd.DataFrame, y: Any = None) -> EtivAdjuster:
+    def _named_columns(self, names: list[str]) -> list[str]:
+        etiv = str(self.etiv_column)
+        if self.columns == "all":
+            return [c for c in names if c != etiv]
+        if isinstance(self.columns, str):
+            columns = [c for c in names if _is_size_feature(c) and c != etiv]
+            if not columns:
+                raise ModelInputError(
+                    f"{type(self).__name__}: X has no '.volume' or '.area' column besides "
+                    f"{etiv!r}, so there is nothing to adjust. Build the model with "
+                    "etiv_adjust=False for thickness-only features."
+                )
+            return columns
+        columns = [str(c) for c in self.columns]
+        unknown = [c for c in columns if c not in names]
+        if unknown:
+            raise ModelInputError(
+                f"{type(self).__name__}: columns to adjust are not in X: {unknown[:_MAX_LISTED]}."
+            )
+        if etiv in columns:
+            raise ModelConfigError(
+                f"{type(self).__name__}: 'columns' must not contain the eTIV column {etiv!r} "
+                "itself."
+            )
+        return columns
+
+    def _positions(self, n_features: int) -> list[int]:
+        name, etiv = type(self).__name__, int(self.etiv_column)
+        if etiv >= n_features:
+            raise ModelInputError(
+                f"{name}: 'etiv_column' is position {etiv}, but X has {n_features} feature(s) "
+                f"(positions 0 to {n_features - 1})."
+            )
+        if isinstance(self.columns, str):  # "all"
+            positions = [j for j in range(n_features) if j != etiv]
+        else:
+            positions = [int(j) for j in self.columns]
+            outside = [j for j in positions if not 0 <= j < n_features]
+            if outside or etiv in positions:
+                raise ModelConfigError(
+                    f"{name}: 'columns' must hold positions of X other than eTIV ({etiv}) "
+                    f"between 0 and {n_features - 1}. Got {list(self.columns)!r}."
+                )
+        if not positions:
+            raise ModelInputError(
+                f"{name}: X has {n_features} feature(s), the eTIV column alone, so there is "
+                "nothing to adjust."
+            )
+        return positions
+
+    def fit(self, X: Any, y: Any = None) -> EtivAdjuster:
         """Learn the eTIV mean and per-feature slopes from the training rows.
 
         Parameters
         ----------
-        X : DataFrame of shape (n_samples, n_features)
-            Training features, with canonical feature ids as column names. Missing feature
-            values are allowed (slopes use the rows where the feature is observed).
+        X : DataFrame or array-like of shape (n_samples, n_features)
+            Training features: a DataFrame with canonical feature ids as column names, or
+            (``etiv_column`` a position) any numeric array. Missing feature values are
+            allowed (slopes use the rows where the feature is observed).
         y : ignored
             Accepted for pipeline compatibility.
 
@@ -362,6 +450,16 @@ class EtivAdjuster(TransformerMixin, BaseEstimator):
         self : EtivAdjuster
         """
         self._check_params()
+        if self._by_position:
+            values = validate_data(self, X, reset=True, ensure_all_finite="allow-nan",
+                                   dtype=np.float64)  # fmt: skip
+            positions = self._positions(values.shape[1])
+            etiv = values[:, int(self.etiv_column)]
+            etiv = self._checked_etiv(etiv, np.arange(len(etiv)), "row")
+            self.columns_ = np.asarray(positions, dtype=np.intp)
+            self.slopes_ = _slopes(etiv, values[:, positions])
+            self.etiv_mean_ = float(etiv.mean())
+            return self
         X = self._require_frame(X)
         validate_data(self, X, reset=True, skip_check_array=True)
         if getattr(self, "feature_names_in_", None) is None:
@@ -370,40 +468,9 @@ class EtivAdjuster(TransformerMixin, BaseEstimator):
                 f"{list(X.columns)[:_MAX_LISTED]}."
             )
         etiv = self._etiv(X)
-        names = [str(c) for c in X.columns]
-        if isinstance(self.columns, str):
-            columns = [c for c in names if _is_size_feature(c) and c != self.etiv_column]
-            if not columns:
-                raise ModelInputError(
-                    f"{type(self).__name__}: X has no '.volume' or '.area' column besides "
-                    f"{self.etiv_column!r}, so there is nothing to adjust. Build the model with "
-                    "etiv_adjust=False for thickness-only features."
-                )
-        else:
-            columns = list(self.columns)
-            unknown = [c for c in columns if c not in names]
-            if unknown:
-                raise ModelInputError(
-                    f"{type(self).__name__}: columns to adjust are not in X: "
-                    f"{unknown[:_MAX_LISTED]}."
-                )
-            if self.etiv_column in columns:
-                raise ModelConfigError(
-                    f"{type(self).__name__}: 'columns' must not contain the eTIV column "
-                    f"{self.etiv_column!r} itself."
-                )
-        values = self._values(X, columns)
-        slopes = np.zeros(len(columns))
-        for j in range(len(columns)):
-            seen = ~np.isnan(values[:, j])
-            if seen.sum() < 2:
-                continue
-            e = etiv[seen] - etiv[seen].mean()
-            denominator = float(e @ e)
-            if denominator > 0:
-                slopes[j] = float(e @ (values[seen, j] - values[seen, j].mean())) / denominator
+        columns = self._named_columns([str(c) for c in X.columns])
+        self.slopes_ = _slopes(etiv, self._values(X, columns))
         self.columns_ = np.asarray(columns, dtype=object)
-        self.slopes_ = slopes
         self.etiv_mean_ = float(etiv.mean())
         return self
 
@@ -416,46 +483,80 @@ class EtivAdjuster(TransformerMixin, BaseEstimator):
                 f"EtivAdjuster: the columns to adjust must be numeric ({exc})."
             ) from exc
 
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+    def _adjusted(self, values: np.ndarray, etiv: np.ndarray) -> np.ndarray:
+        if self.method == "residual":
+            return values - np.outer(etiv - self.etiv_mean_, self.slopes_)
+        return values * (self.etiv_mean_ / etiv)[:, None]
+
+    def transform(self, X: Any) -> Any:
         """Adjust the learned columns of ``X`` using the training slopes and eTIV mean.
 
         Returns
         -------
-        DataFrame
+        DataFrame or ndarray
             ``X`` with the adjusted columns replaced (same index and column order), without
-            the eTIV column unless ``keep_etiv=True``. Missing values stay missing.
+            the eTIV column unless ``keep_etiv=True``. Missing values stay missing. A
+            DataFrame when ``etiv_column`` is a name, else a float array.
         """
         check_is_fitted(self)
+        if self._by_position:
+            check_feature_names(self, X)
+            out = validate_data(self, X, reset=False, ensure_all_finite="allow-nan",
+                                dtype=np.float64, copy=True)  # fmt: skip
+            position = int(self.etiv_column)
+            etiv = self._checked_etiv(out[:, position].copy(), np.arange(len(out)), "row")
+            out[:, self.columns_] = self._adjusted(out[:, self.columns_], etiv)
+            return out if self.keep_etiv else np.delete(out, position, axis=1)
         X = self._require_frame(X)
         check_feature_names(self, X)
         validate_data(self, X, reset=False, skip_check_array=True)
         etiv = self._etiv(X)
         columns = list(self.columns_)
-        values = self._values(X, columns)
-        if self.method == "residual":
-            adjusted = values - np.outer(etiv - self.etiv_mean_, self.slopes_)
-        else:
-            adjusted = values * (self.etiv_mean_ / etiv)[:, None]
-        out = X.copy()
-        out[columns] = adjusted
+        adjusted = self._adjusted(self._values(X, columns), etiv)
+        result = X.copy()
+        result[columns] = adjusted
         if not self.keep_etiv:
-            out = out.drop(columns=self.etiv_column)
-        return out
+            result = result.drop(columns=self.etiv_column)
+        return result
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Names of the output columns: the input columns, minus eTIV unless kept."""
         check_is_fitted(self)
-        names = [str(c) for c in self.feature_names_in_]
+        fitted = getattr(self, "feature_names_in_", None)
+        if fitted is None:
+            names = [f"x{i}" for i in range(self.n_features_in_)]
+        else:
+            names = [str(c) for c in fitted]
         if input_features is not None and list(input_features) != names:
             raise FeatureMismatchError(_mismatch_message(names, list(input_features)))
         if not self.keep_etiv:
-            names = [c for c in names if c != self.etiv_column]
+            if self._by_position:
+                names = [c for j, c in enumerate(names) if j != int(self.etiv_column)]
+            else:
+                names = [c for c in names if c != self.etiv_column]
         return np.asarray(names, dtype=object)
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         return tags
+
+
+def _slopes(etiv: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Least-squares slope of each column of ``values`` on ``etiv``, over its observed rows.
+
+    A column with fewer than two observed values (or no spread in eTIV there) gets 0.
+    """
+    slopes = np.zeros(values.shape[1])
+    for j in range(values.shape[1]):
+        seen = ~np.isnan(values[:, j])
+        if seen.sum() < 2:
+            continue
+        e = etiv[seen] - etiv[seen].mean()
+        denominator = float(e @ e)
+        if denominator > 0:
+            slopes[j] = float(e @ (values[seen, j] - values[seen, j].mean())) / denominator
+    return slopes
 
 
 class MedianImputer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):

@@ -21,6 +21,10 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin, clone
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils import ClassifierTags, RegressorTags, _safe_indexing
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from morphml.exceptions import TransferError
 from morphml.transfer._normative import NormativeModel
@@ -471,6 +475,7 @@ class WarmStartBooster(BaseEstimator):
 
     def decision_function(self, X: pd.DataFrame, *, rounds: int | None = None) -> np.ndarray:
         """The margin (logit or value); ``rounds`` uses only the first new trees."""
+        check_is_fitted(self)
         inputs, trees = self._trees(X)
         if self.variant == "continue":
             margin = self.offset_ + trees
@@ -508,6 +513,10 @@ def _score(model: Any, X: pd.DataFrame, kind: str) -> np.ndarray:
     return np.asarray(model.predict(X), dtype=np.float64)
 
 
+def _classifies(model: Any) -> bool:
+    return bool(model.kind == "classification")
+
+
 class StackedModel(BaseEstimator):
     """A cross-validated meta-model over several small-sample models.
 
@@ -529,8 +538,11 @@ class StackedModel(BaseEstimator):
 
         if not self.estimators:
             raise TransferError("stacked needs at least one base representation")
-        yv = np.asarray(y)
+        X = self._checked_input(X, reset=True)
+        yv = column_or_1d(y, warn=True)
         classify = self.kind == "classification"
+        if classify:
+            _check_binary(yv)
         splitter = (
             StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
             if classify
@@ -539,8 +551,8 @@ class StackedModel(BaseEstimator):
         oof = np.zeros((len(yv), len(self.estimators)))
         for train, test in splitter.split(np.zeros(len(yv)), yv if classify else None):
             for j, (_, est) in enumerate(self.estimators):
-                fitted = clone(est).fit(X.iloc[train], yv[train])
-                oof[test, j] = _score(fitted, X.iloc[test], self.kind)
+                fitted = clone(est).fit(_safe_indexing(X, train), yv[train])
+                oof[test, j] = _score(fitted, _safe_indexing(X, test), self.kind)
         self.scaler_ = StandardScaler().fit(oof)
         meta = LogisticRegression(C=1.0) if classify else Ridge(alpha=1.0)
         self.meta_ = meta.fit(self.scaler_.transform(oof), yv)
@@ -549,20 +561,60 @@ class StackedModel(BaseEstimator):
             self.classes_ = self.meta_.classes_
         return self
 
+    def _checked_input(self, X: Any, *, reset: bool) -> Any:
+        # The transfer input is a DataFrame of features and ``meta:`` columns (text among
+        # them), handed as it is to the base models, which validate their own columns.
+        if isinstance(X, pd.DataFrame):
+            validate_data(self, X, reset=reset, skip_check_array=True)
+            return X
+        return validate_data(self, X, reset=reset, dtype=None, ensure_all_finite=False)
+
     def _base_scores(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self)
+        X = self._checked_input(X, reset=False)
         cols = [_score(m, X, self.kind) for m in self.fitted_]
         return self.scaler_.transform(np.column_stack(cols))
 
+    @available_if(_classifies)
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self.meta_.decision_function(self._base_scores(X)), dtype=np.float64)
+        scores = self._base_scores(X)
+        return np.asarray(self.meta_.decision_function(scores), dtype=np.float64)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self.meta_.predict(self._base_scores(X)))
+        scores = self._base_scores(X)
+        return np.asarray(self.meta_.predict(scores))
+
+    def score(self, X: pd.DataFrame, y: Any, sample_weight: Any = None) -> float:
+        """Accuracy (classification) or R² (regression) of :meth:`predict`, as scikit-learn's."""
+        from sklearn.metrics import accuracy_score, r2_score
+
+        metric = accuracy_score if self.kind == "classification" else r2_score
+        return float(metric(y, self.predict(X), sample_weight=sample_weight))
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        if self.kind == "classification":  # a binary outcome (the base scores are margins)
+            tags.estimator_type = "classifier"
+            tags.classifier_tags = ClassifierTags(multi_class=False)
+        else:
+            tags.estimator_type = "regressor"
+            tags.regressor_tags = RegressorTags()
+        return tags
 
     @property
     def weights_(self) -> dict[str, float]:
         coef = np.ravel(self.meta_.coef_)
         return {name: float(w) for (name, _), w in zip(self.estimators or [], coef, strict=True)}
+
+
+def _check_binary(y: np.ndarray) -> None:
+    check_classification_targets(y)
+    if type_of_target(y) != "binary":
+        raise TransferError(
+            "Only binary classification is supported by StackedModel(kind='classification'): "
+            f"y has {np.unique(y).size} classes. Code the outcome as 0/1, or use "
+            "kind='regression' for a continuous outcome."
+        )
 
 
 def _cached(model: PretrainedModel, what: str, X: pd.DataFrame) -> Any:
