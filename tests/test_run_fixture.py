@@ -24,6 +24,7 @@ from morphml.audit import audit_run
 from morphml.cli import cli
 from morphml.pipelines import predict_run
 from morphml.reports import render_html, summarize
+from morphml.rundir import load_pretrained
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "run-v0.1.0"
 
@@ -128,9 +129,7 @@ def _manifest(run: Path) -> dict[str, object]:
 
 
 def test_pretrain_run_still_loads_and_transfer_names_it(copy: Path) -> None:
-    from morphml.transfer import PretrainedRun
-
-    run = PretrainedRun.load(copy / "pretrain")
+    run = load_pretrained(copy / "pretrain")
     assert run.run_id == _manifest(copy / "pretrain")["run_id"]
     assert sorted(run.models) == [
         "age/ridge",
