@@ -16,8 +16,8 @@ from morphml.config import parse_config
 from morphml.db import connect, ingest
 from morphml.evaluation import compare_representations, make_splits
 from morphml.exceptions import TransferError
-from morphml.pipelines import fit_pretrain, fit_transfer
-from morphml.pipelines._transfer import load_transfer_data
+from morphml.pipelines import fit_pretrain, fit_transfer, load_transfer_data
+from morphml.rundir import load_pretrained
 from morphml.transfer import (
     HeadFactory,
     NormativeModel,
@@ -181,7 +181,7 @@ def test_transfer_run_writes_the_comparison(
     assert 0.0 < metrics["permutation_p"] <= 1.0
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["kind"] == "transfer"
-    assert manifest["pretrained"]["run_id"] == PretrainedRun.load(run).run_id
+    assert manifest["pretrained"]["run_id"] == load_pretrained(run).run_id
     assert str(root) not in json.dumps(manifest)  # no absolute paths
     preds = pd.read_parquet(tmp_path / "run" / "predictions.parquet")
     assert set(preds["representation"]) == set(metrics["transfer"])
@@ -192,7 +192,7 @@ def _factory(
     pretrained: tuple[Path, Path, Path], kind: str = "classification", target: str = "diagnosis"
 ) -> tuple[HeadFactory, pd.DataFrame, np.ndarray]:
     _, db, run_dir = pretrained
-    run = PretrainedRun.load(run_dir)
+    run = load_pretrained(run_dir)
     ttype = "binary" if kind == "classification" else "continuous"
     config = parse_config(transfer_config(target={"name": target, "type": ttype}))
     _, X, y = load_transfer_data(config, run, db)  # type: ignore[arg-type]
@@ -235,7 +235,7 @@ def test_brain_age_gap_does_not_help_when_disease_is_not_ageing(
         db=db2,
         key_file=root / "key",
     )
-    run = PretrainedRun.load(run_dir)
+    run = load_pretrained(run_dir)
     config = parse_config(transfer_config(cohort={"sources": ["lat"]}))
     _, X, y = load_transfer_data(config, run, db2)  # type: ignore[arg-type]
     factory = HeadFactory(pretrained=run, kind="classification", covariates=("age", "sex"))
@@ -642,7 +642,7 @@ def test_leaf_embedding_equals_a_one_hot_code_of_the_training_leaves(
     from morphml.transfer._representations import LeafEmbedding
 
     _, db, run_dir = pretrained
-    run = PretrainedRun.load(run_dir)
+    run = load_pretrained(run_dir)
     config = parse_config(transfer_config())
     _, X, _ = load_transfer_data(config, run, db)  # type: ignore[arg-type]
     train, test = X.iloc[:50], X.iloc[50:]
@@ -663,7 +663,7 @@ def test_warm_start_never_modifies_the_shared_pretrained_booster(
     from morphml.transfer._representations import WarmStartBooster
 
     _, db, run_dir = pretrained
-    run = PretrainedRun.load(run_dir)
+    run = load_pretrained(run_dir)
     _, X, y = load_transfer_data(parse_config(transfer_config()), run, db)  # type: ignore[arg-type]
     booster = run.get("age", "xgboost").booster_parts()[1].get_booster()  # type: ignore[union-attr]
     before = booster.num_boosted_rounds()
@@ -683,7 +683,7 @@ def test_warm_start_equals_boosting_on_from_the_pretrained_booster(
     from morphml.transfer._representations import WarmStartBooster, _logistic_grad
 
     _, db, run_dir = pretrained
-    run = PretrainedRun.load(run_dir)
+    run = load_pretrained(run_dir)
     _, X, y = load_transfer_data(parse_config(transfer_config()), run, db)  # type: ignore[arg-type]
     rep = WarmStartBooster(pretrained=run, n_rounds=8, random_state=0).fit(X, y)
     inputs, _ = rep._trees(X)
@@ -705,7 +705,7 @@ def test_inner_searches_give_grid_search_cv_answers(pretrained: tuple[Path, Path
     from morphml.transfer._heads import C_GRID, ROUNDS_GRID, PenaltySearch, RoundsSearch
 
     _, db, run_dir = pretrained
-    run = PretrainedRun.load(run_dir)
+    run = load_pretrained(run_dir)
     config = parse_config(transfer_config())
     _, X, y = load_transfer_data(config, run, db)  # type: ignore[arg-type]
     norm = NormativeModel().fit(*_pretraining_norm_inputs(run, db))

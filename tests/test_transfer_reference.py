@@ -19,7 +19,8 @@ from morphml.pipelines import fit_pretrain, fit_transfer
 from morphml.reference import ReferenceModel
 from morphml.reference._basis import braincharts_knots, common_design
 from morphml.reports import render_html, summarize
-from morphml.transfer import HeadFactory, PretrainedRun
+from morphml.rundir import load_pretrained
+from morphml.transfer import HeadFactory
 from morphml.transfer._reference import REFERENCE_PREFIX, ReferenceZ
 from tests.test_transfer import MAP, TARGET_MAP, table, transfer_config
 
@@ -226,7 +227,7 @@ def test_reference_z_head_does_not_rescale_the_deviations(
 ) -> None:
     _, _, run, ref_dir = setup
     factory = HeadFactory(
-        pretrained=PretrainedRun.load(run), kind="classification", covariates=("age", "sex"),
+        pretrained=load_pretrained(run), kind="classification", covariates=("age", "sex"),
         reference=ReferenceModel.load(ref_dir),
     )  # fmt: skip
     search = factory.build("reference_z", seed=0)

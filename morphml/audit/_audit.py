@@ -61,7 +61,17 @@ from morphml.config import config_hash, parse_config
 from morphml.db import connect, db_path, run_status
 from morphml.exceptions import AuditError, MorphmlError
 from morphml.features import SITE_PREFIX, FeatureFrame, apply_row_transforms, load_frame
-from morphml.pipelines._fit import package_versions
+from morphml.rundir import (
+    CONFIG,
+    MANIFEST,
+    METRICS,
+    RESULT_TABLES,
+    RunDir,
+    load_pretrained,
+    package_versions,
+    read_manifest,
+    read_metrics,
+)
 
 __all__ = ["AuditResult", "Check", "audit_run"]
 
@@ -71,8 +81,6 @@ Status = Literal["ok", "warning", "failed", "skipped"]
 _REQUIRED = ("run_id", "kind", "config_hash", "scan_keys")
 #: manifest entries that say which data a fit read
 _INPUT_KEYS = ("feature_matrix_hash", "scan_keys", "feature_ids", "scan_hashes")
-#: result tables of a run directory compared after a re-fit (the first one is required)
-_TABLES = ("predictions.parquet", "scores.parquet")
 #: how many keys, metrics or scans a message lists before "..."
 _SHOW = 5
 
@@ -259,28 +267,11 @@ def audit_run(
 
 
 def _read_manifest(run: Path) -> dict[str, Any]:
-    path = run / "manifest.json"
     if not run.is_dir():
         raise AuditError(
             f"{run} is not a directory; expected a run directory written by morphml fit"
         )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AuditError(
-            f"{run}: no manifest.json; expected a run directory written by 'morphml fit'"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise AuditError(f"{path}: cannot be read as JSON ({err})") from None
-    if not isinstance(manifest, dict):
-        raise AuditError(f"{path}: expected a JSON object, got {type(manifest).__name__}")
-    missing = [key for key in _REQUIRED if key not in manifest]
-    if missing:
-        raise AuditError(
-            f"{path}: missing {', '.join(missing)}; it was not written by 'morphml fit' or was "
-            "edited"
-        )
-    return manifest
+    return read_manifest(run, AuditError, _REQUIRED)
 
 
 #: ``(config, db, run_dir, manifest) -> FeatureFrame``: the matrix a fit of the kind reads
@@ -319,7 +310,7 @@ def _pretrained_dir(config: Any, run: Path, manifest: dict[str, Any]) -> Path:
         candidates.append(run.parent / str(recorded["directory"]))
     for path in candidates:
         try:
-            found = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+            found = json.loads(RunDir(path).manifest.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
         if recorded.get("run_id") in (None, found.get("run_id")):
@@ -332,10 +323,9 @@ def _pretrained_dir(config: Any, run: Path, manifest: dict[str, Any]) -> Path:
 
 
 def _transfer_frame(config: Any, db: Path, run: Path, manifest: dict[str, Any]) -> FeatureFrame:
-    from morphml.pipelines._transfer import load_transfer_data
-    from morphml.transfer import PretrainedRun
+    from morphml.pipelines import load_transfer_data
 
-    pretrained = PretrainedRun.load(_pretrained_dir(config, run, manifest))
+    pretrained = load_pretrained(_pretrained_dir(config, run, manifest))
     return load_transfer_data(config, pretrained, db)[0]
 
 
@@ -370,7 +360,7 @@ _KINDS: dict[str, _Kind] = {
 def _kind(kind: str) -> _Kind:
     if kind not in _KINDS:
         raise AuditError(
-            f"manifest.json: run kind {kind!r} cannot be audited; expected one of "
+            f"{MANIFEST}: run kind {kind!r} cannot be audited; expected one of "
             f"{', '.join(sorted(_KINDS))}"
         )
     import morphml.pipelines as pipelines
@@ -401,16 +391,17 @@ def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _check_config(run: Path, manifest: dict[str, Any]) -> tuple[Any, Check]:
-    path = run / "config.yaml"
     try:
-        raw = read_yaml(path, AuditError, "config.yaml is missing from the run directory")
-        config = parse_config(raw, source="config.yaml")
+        raw = read_yaml(
+            RunDir(run).config, AuditError, f"{CONFIG} is missing from the run directory"
+        )
+        config = parse_config(raw, source=CONFIG)
     except MorphmlError as err:
         return None, Check("config", "failed", str(err))
     want = str(manifest["config_hash"])
     resolved = config_hash(config)
     if resolved == want:
-        return config, Check("config", "ok", f"config.yaml matches the manifest ({want[:12]})")
+        return config, Check("config", "ok", f"{CONFIG} matches the manifest ({want[:12]})")
     if _raw_hash(raw) == want:
         # untouched file, resolved by a morphml with more config keys than the one that wrote it
         new = sorted(set(_flat(config.model_dump(mode="json"))) - set(_flat(raw)))
@@ -418,17 +409,15 @@ def _check_config(run: Path, manifest: dict[str, Any]) -> tuple[Any, Check]:
         return config, Check(
             "config",
             "warning",
-            "config.yaml is unchanged, but this morphml resolves it with keys the run did not "
+            f"{CONFIG} is unchanged, but this morphml resolves it with keys the run did not "
             f"have: {_listing(new)} (defaults; the re-fit shows whether they matter)",
             {"new_keys": new},
         )
     hints = _config_hints(config, manifest, run)
-    message = (
-        f"config.yaml was edited after the run (sha256 {resolved[:12]} != manifest {want[:12]})"
-    )
+    message = f"{CONFIG} was edited after the run (sha256 {resolved[:12]} != manifest {want[:12]})"
     if hints:
         message += "; keys that no longer match the run: " + ", ".join(
-            f"{k} (run {v['run']!r}, config.yaml {v['config']!r})" for k, v in hints.items()
+            f"{k} (run {v['run']!r}, {CONFIG} {v['config']!r})" for k, v in hints.items()
         )
     else:
         message += "; the manifest stores only the hash, so the edited keys cannot be named"
@@ -478,7 +467,7 @@ def _config_hints(config: BaseModel, manifest: dict[str, Any], run: Path) -> dic
             )
             note(f"models.{target}", run_models, sorted(cfg.models.get(target) or []))
     try:
-        metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+        metrics = read_metrics(run)
         from morphml.evaluation._splits import SCHEME_KEYS, scheme_key
 
         recorded = {
@@ -508,7 +497,7 @@ def _config_hints(config: BaseModel, manifest: dict[str, Any], run: Path) -> dic
     atlases = sorted({str(f).split(".", 1)[0] for f in manifest.get("feature_ids") or []})
     if atlases and cfg.features.atlases is not None:
         note("features.atlases", atlases, sorted(cfg.features.atlases))
-    for sidecar in sorted((run / "models").glob("*.json")):
+    for sidecar in RunDir(run).model_sidecars():
         try:
             transforms = json.loads(sidecar.read_text(encoding="utf-8"))["feature_transforms"]
         except (OSError, ValueError, KeyError, TypeError):
@@ -548,7 +537,7 @@ def _check_database(db: Path, manifest: dict[str, Any]) -> Check:
         return Check(
             "database",
             "failed",
-            f"manifest.json's config hash {str(manifest['config_hash'])[:12]} differs from the "
+            f"{MANIFEST}'s config hash {str(manifest['config_hash'])[:12]} differs from the "
             f"one the database recorded for this run ({str(recorded_hash)[:12]}): the manifest "
             "was edited",
         )
@@ -560,18 +549,7 @@ def _check_database(db: Path, manifest: dict[str, Any]) -> Check:
 
 def _check_scans(db: Path, run: Path, manifest: dict[str, Any], config: Any, how: _Kind) -> Check:
     keys = [str(k) for k in manifest["scan_keys"]]
-    with connect(db, read_only=True) as con:
-        con.register("morphml_audit_keys", pd.DataFrame({"scan_key": keys}))
-        try:
-            present = {
-                row[0]
-                for row in con.execute(
-                    "SELECT scan_key FROM scans WHERE scan_key IN "
-                    "(SELECT scan_key FROM morphml_audit_keys)"
-                ).fetchall()
-            }
-        finally:
-            con.unregister("morphml_audit_keys")
+    present = _present_scans(db, keys)
     gone = [k for k in keys if k not in present]
     problems: list[str] = []
     details: dict[str, Any] = {"n_scans": len(keys)}
@@ -601,7 +579,7 @@ def _check_scans(db: Path, run: Path, manifest: dict[str, Any], config: Any, how
             "scans",
             "warning",
             f"all {len(keys)} scans are still in the database; values not compared "
-            "(config.yaml does not match the run)",
+            f"({CONFIG} does not match the run)",
             details,
         )
     try:
@@ -610,14 +588,52 @@ def _check_scans(db: Path, run: Path, manifest: dict[str, Any], config: Any, how
         problems.append(f"the run's cohort cannot be selected now: {err}")
         return Check("scans", "failed", "; ".join(problems), details)
     now_hash = frame.data_hash()
-    want_hash = manifest.get("feature_matrix_hash")
-    if not gone and list(frame.X.index) == keys and now_hash == want_hash:
+    if (
+        not gone
+        and list(frame.X.index) == keys
+        and now_hash == manifest.get("feature_matrix_hash")
+    ):
         return Check(
             "scans",
             "ok",
             f"{len(keys)} scans unchanged; feature matrix hash matches ({now_hash[:12]})",
             details,
         )
+    problems += _scan_differences(db, manifest, config, frame, present, details, bool(problems))
+    return Check("scans", "failed", "; ".join(problems), details)
+
+
+def _present_scans(db: Path, keys: list[str]) -> set[str]:
+    """Which of the run's scan keys the database still holds."""
+    with connect(db, read_only=True) as con:
+        con.register("morphml_audit_keys", pd.DataFrame({"scan_key": keys}))
+        try:
+            return {
+                row[0]
+                for row in con.execute(
+                    "SELECT scan_key FROM scans WHERE scan_key IN "
+                    "(SELECT scan_key FROM morphml_audit_keys)"
+                ).fetchall()
+            }
+        finally:
+            con.unregister("morphml_audit_keys")
+
+
+def _scan_differences(
+    db: Path,
+    manifest: dict[str, Any],
+    config: Any,
+    frame: FeatureFrame,
+    present: set[str],
+    details: dict[str, Any],
+    reported: bool,
+) -> list[str]:
+    """How the cohort selected now differs from the run's: scans deselected or added, values
+    changed, columns lost or added (``details`` gets the lists); when nothing names the
+    difference and no problem was ``reported`` already, the hashes that differ."""
+    keys = [str(k) for k in manifest["scan_keys"]]
+    now_hash, want_hash = frame.data_hash(), manifest.get("feature_matrix_hash")
+    problems: list[str] = []
     now_keys = set(frame.X.index)
     deselected = [k for k in keys if k in present and k not in now_keys]
     added = [k for k in frame.X.index if k not in set(keys)]
@@ -659,12 +675,12 @@ def _check_scans(db: Path, run: Path, manifest: dict[str, Any], config: Any, how
         )
         details["columns_lost"], details["columns_added"] = lost, extra
     details["feature_matrix_hash"] = {"manifest": want_hash, "now": now_hash}
-    if not problems:
+    if not problems and not reported:
         problems.append(
             f"the feature matrix hashes to {now_hash[:12]}, not the manifest's "
             f"{str(want_hash)[:12]}"
         )
-    return Check("scans", "failed", "; ".join(problems), details)
+    return problems
 
 
 def _changed_scans(db: Path, manifest: dict[str, Any], config: Any, keys: list[str]) -> list[str]:
@@ -795,7 +811,7 @@ def _check_refit(
             return Check("refit", "failed", f"the re-fit failed: {err}")
         problems: list[str] = []
         details: dict[str, Any] = {}
-        new_manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        new_manifest = read_manifest(out, AuditError)
         # only what the run recorded (older manifests have no per-scan hashes)
         recorded = [k for k in _INPUT_KEYS if k in manifest]
         inputs = _compare_json(
@@ -805,14 +821,19 @@ def _check_refit(
             problems.append(f"the re-fit read other data: {_listing(inputs, 3)}")
             details["inputs"] = inputs
         rows: dict[str, int] = {}
-        for name in _TABLES:
-            if name != _TABLES[0] and not (run / name).exists() and not (out / name).exists():
+        old_run, new_run = RunDir(run), RunDir(out)
+        for name in RESULT_TABLES:
+            if (
+                name != RESULT_TABLES[0]
+                and not old_run.table(name).exists()
+                and not new_run.table(name).exists()
+            ):
                 continue
             try:
-                old = pd.read_parquet(run / name)
-                new = pd.read_parquet(out / name)
+                old = pd.read_parquet(old_run.table(name))
+                new = pd.read_parquet(new_run.table(name))
             except (OSError, ValueError) as err:
-                where = "the run's" if (out / name).exists() else "the re-fit's"
+                where = "the run's" if new_run.table(name).exists() else "the re-fit's"
                 problems.append(f"{where} {name} cannot be read ({type(err).__name__})")
                 continue
             rows[name] = len(old)
@@ -825,11 +846,11 @@ def _check_refit(
                 problems.append(f"{name}: {diff}")
                 details[name] = diff
         try:
-            old_metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+            old_metrics = read_metrics(run)
         except (OSError, ValueError) as err:
-            problems.append(f"metrics.json cannot be read ({type(err).__name__})")
+            problems.append(f"{METRICS} cannot be read ({type(err).__name__})")
         else:
-            new_metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+            new_metrics = read_metrics(out)
             from morphml.evaluation._splits import scheme_keys_current
 
             # a run written before the scheme keys were renamed (cv -> kfold) still compares

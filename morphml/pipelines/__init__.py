@@ -2,9 +2,10 @@
 
 from morphml.pipelines._demo import DemoResult, run_demo
 from morphml.pipelines._evaluate import EvaluationResult, evaluate_run
-from morphml.pipelines._fit import RunResult, fit_pretrain, package_versions
+from morphml.pipelines._fit import RunResult, fit_pretrain
 from morphml.pipelines._predict import in_sample_count, predict_run, predictions
-from morphml.pipelines._transfer import TransferResult, fit_transfer
+from morphml.pipelines._transfer import TransferResult, fit_transfer, load_transfer_data
+from morphml.rundir import package_versions
 
 __all__ = [
     "DemoResult",
@@ -15,6 +16,7 @@ __all__ = [
     "fit_pretrain",
     "fit_transfer",
     "in_sample_count",
+    "load_transfer_data",
     "package_versions",
     "predict_run",
     "predictions",

@@ -13,10 +13,7 @@ the run's ``config.yaml``), so ``morphml report`` renders it with the same code.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
-import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +21,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from morphml._version import __version__
-from morphml.config import PretrainConfig, parse_config
+from morphml.config import PretrainConfig
 from morphml.db import connect, record_run
 from morphml.exceptions import ConfigError
+from morphml.rundir import (
+    METRICS,
+    PREDICTIONS,
+    RunDir,
+    copy_config,
+    manifest_header,
+    read_config,
+    read_manifest,
+    write_manifest,
+    write_metrics,
+    write_table,
+)
 
 __all__ = ["EvaluationResult", "evaluate_run"]
 
@@ -77,15 +84,39 @@ def evaluate_run(
         training scans; the source lacks features the models need (listed, with the
         ``features.available_in`` fix); the source lacks age or sex for every scan.
     """
-    from morphml._utils import read_manifest
-    from morphml.evaluation import score_predictions
-    from morphml.evaluation._tuning import stable_seed
-    from morphml.pipelines._fit import package_versions
     from morphml.pipelines._predict import predictions
 
     run = Path(run_dir)
+    manifest, config = _open_run(run, source)
+    preds = predictions(run, db=db, source=source, allow_stale=allow_stale, command="evaluate")
+    _refuse_overlap(db, manifest, preds, source)
+    out_dir = Path(out) if out is not None else run / f"external-{source}"
+    if out_dir.exists() and any(out_dir.iterdir()) and not RunDir(out_dir).is_run():
+        raise ConfigError(f"{out_dir} exists and is not an evaluation folder; choose --out")
+    cohort = preds.attrs.get("cohort") or {}
+    metrics, table = _score_external(config, preds, source)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_table(out_dir, PREDICTIONS, table)
+    eval_id = uuid.uuid4().hex[:16]
+    metrics["run_id"] = eval_id
+    write_metrics(out_dir, metrics)
+    copy_config(run, out_dir)
+    write_manifest(
+        out_dir, _evaluation_manifest(eval_id, run, manifest, config, table, cohort, source)
+    )
+    # recorded like a run, so that a withdrawal finds this folder and scrubs it too
+    with connect(db) as con:
+        record_run(
+            con, eval_id, "external_validation", str(manifest.get("config_hash") or ""),
+            sorted(set(table["scan_key"])), out_dir,
+        )  # fmt: skip
+    return EvaluationResult(out_dir, metrics)
+
+
+def _open_run(run: Path, source: str) -> tuple[dict[str, Any], PretrainConfig]:
+    """The pretrain run's manifest and config; refuse a source it was trained on."""
     manifest = read_manifest(run, ConfigError, ("feature_ids", "final_models"))
-    config = parse_config(yaml.safe_load((run / "config.yaml").read_text()), source=str(run))
+    config = read_config(run, ConfigError)
     if not isinstance(config, PretrainConfig):
         raise ConfigError(f"{run}: a {config.kind} run; morphml evaluate takes a pretrain run")
     trained_sources = set((manifest.get("cohort") or {}).get("sources") or {})
@@ -93,14 +124,17 @@ def evaluate_run(
         raise ConfigError(
             f"source {source!r} is one the run was trained on ({sorted(trained_sources)}); "
             "external validation needs a source the models never saw (its k-fold and "
-            "leave-site-out results are in the run's own metrics.json)"
+            f"leave-site-out results are in the run's own {METRICS})"
         )
-    preds = predictions(run, db=db, source=source, allow_stale=allow_stale, command="evaluate")
-    _refuse_overlap(db, manifest, preds, source)
-    out_dir = Path(out) if out is not None else run / f"external-{source}"
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
-        raise ConfigError(f"{out_dir} exists and is not an evaluation folder; choose --out")
-    cohort = preds.attrs.get("cohort") or {}
+    return manifest, config
+
+
+def _score_external(
+    config: PretrainConfig, preds: pd.DataFrame, source: str
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Metrics of every final model on the source, and the scored predictions."""
+    from morphml.evaluation import score_predictions
+
     preds = preds.copy()
     preds["scheme"] = "external"
     preds["fold"] = 0
@@ -128,54 +162,42 @@ def evaluate_run(
         scored["n_unknown_target"] = int((~known).sum())
         metrics["targets"].setdefault(str(target), {})[str(label)] = {"external": scored}
     table = pd.concat(kept, ignore_index=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
     table.attrs = {}
-    table.to_parquet(out_dir / "predictions.parquet", index=False)
-    eval_id = uuid.uuid4().hex[:16]
-    metrics["run_id"] = eval_id
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
-    (out_dir / "config.yaml").write_text((run / "config.yaml").read_text())
-    evaluation_manifest = {
-        "run_id": eval_id,
-        "kind": "external_validation",
-        "morphml_version": __version__,
-        "packages": package_versions(),
-        "platform": {
-            "system": platform.system(),
-            "machine": platform.machine(),
-            "python": sys.version.split()[0],
-        },
-        "seeds": {"seed": config.seed, "bootstrap": stable_seed(config.seed, "bootstrap")},
-        "config_hash": manifest.get("config_hash"),
-        "feature_matrix_hash": manifest.get("feature_matrix_hash"),
-        "feature_ids": manifest.get("feature_ids"),
-        "site_covariates": manifest.get("site_covariates"),
-        "final_models": manifest.get("final_models"),
-        "git_commit": manifest.get("git_commit"),
-        "scan_keys": sorted(set(table["scan_key"])),
-        "cohort": cohort,
-        "evaluated": {
-            "source": source,
-            "run": run.name,
-            "run_id": manifest.get("run_id"),
-            "training_cohort": manifest.get("cohort"),
-            "bootstrap": config.validation.bootstrap,
-        },
+    return metrics, table
+
+
+def _evaluation_manifest(
+    eval_id: str,
+    run: Path,
+    manifest: dict[str, Any],
+    config: PretrainConfig,
+    table: pd.DataFrame,
+    cohort: dict[str, Any],
+    source: str,
+) -> dict[str, Any]:
+    """The evaluation folder's manifest: the run's provenance, and what was evaluated."""
+    from morphml.evaluation import stable_seed
+
+    out = manifest_header(eval_id, "external_validation")
+    out["seeds"] = {"seed": config.seed, "bootstrap": stable_seed(config.seed, "bootstrap")}
+    for key in ("config_hash", "feature_matrix_hash", "feature_ids", "site_covariates",
+                "final_models", "git_commit"):  # fmt: skip
+        out[key] = manifest.get(key)
+    out["scan_keys"] = sorted(set(table["scan_key"]))
+    out["cohort"] = cohort
+    out["evaluated"] = {
+        "source": source,
+        "run": run.name,
+        "run_id": manifest.get("run_id"),
+        "training_cohort": manifest.get("cohort"),
+        "bootstrap": config.validation.bootstrap,
     }
-    (out_dir / "manifest.json").write_text(json.dumps(evaluation_manifest, indent=1))
-    # recorded like a run, so that a withdrawal finds this folder and scrubs it too
-    with connect(db) as con:
-        record_run(
-            con, eval_id, "external_validation", str(manifest.get("config_hash") or ""),
-            sorted(set(table["scan_key"])), out_dir,
-        )  # fmt: skip
-    return EvaluationResult(out_dir, metrics)
+    return out
 
 
 def _per_sex(config: PretrainConfig, target: str, group: pd.DataFrame) -> dict[str, Any]:
     """Brain-age accuracy within each sex (a sex model has no accuracy within one sex)."""
-    from morphml.evaluation._metrics import per_group_metrics
-    from morphml.evaluation._tuning import stable_seed
+    from morphml.evaluation import per_group_metrics, stable_seed
 
     if target != "age":
         return {}

@@ -22,23 +22,16 @@ folds), the checks, diagnostics, bias correction and scoring live in :mod:`morph
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import platform
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from morphml._version import __version__
 from morphml.config import PretrainConfig, config_hash
 from morphml.db import connect, record_run
 from morphml.evaluation import (
@@ -60,19 +53,23 @@ from morphml.exceptions import ConfigError
 from morphml.features import (
     SITE_PREFIX,
     FeatureFrame,
-    describe,
     load_frame,
     target_vector,
     with_meta,
 )
 from morphml.pipelines._progress import FitProgress, current_progress
+from morphml.rundir import (
+    PREDICTIONS,
+    RunDir,
+    build_manifest,
+    read_raw_config,
+    write_config,
+    write_manifest,
+    write_metrics,
+    write_table,
+)
 
-__all__ = ["RunResult", "fit_pretrain", "package_versions"]
-
-_PACKAGES = (
-    "numpy", "pandas", "scikit-learn", "xgboost", "optuna", "duckdb", "pyarrow", "pydantic",
-    "skops", "scipy", "joblib",
-)  # fmt: skip
+__all__ = ["RunResult", "fit_pretrain"]
 
 
 @dataclass
@@ -82,34 +79,6 @@ class RunResult:
     run_dir: Path
     run_id: str
     metrics: dict[str, Any]
-
-
-def package_versions() -> dict[str, str]:
-    """Installed versions of morphml and the packages results depend on."""
-    out = {"morphml": __version__, "python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[2]
-    if not (root / ".git").exists():
-        return None
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None
 
 
 def _model_factory(
@@ -208,21 +177,13 @@ def fit_pretrain(
     check_pretrain_data(config, frame)
     plans = nested_cv_plans(config, frame)  # the outer splits, drawn once
     device = resolve_device(config.device)
-    existing = run_dir / "config.yaml"
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not resume or not existing.exists():
-            raise ConfigError(f"{run_dir} exists and is not an interrupted run of this config")
-        previous = yaml.safe_load(existing.read_text())
-        if previous != config.model_dump(mode="json"):
-            raise ConfigError(f"{run_dir} holds a run of another config; choose another --out")
+    _check_resume(run_dir, config, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(
-        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-    )
+    write_config(run_dir, config)
     # shared storages name the studies per run (config, data, run directory): stable on resume
     run_tag = uuid.uuid5(uuid.NAMESPACE_URL, f"{frame.data_hash()}|{run_dir.resolve()}").hex
     studies = StudyStore(
-        run_dir / "studies", storage, scheduler, f"{config_hash(config)[:8]}-{run_tag[:8]}"
+        RunDir(run_dir).studies, storage, scheduler, f"{config_hash(config)[:8]}-{run_tag[:8]}"
     )
     X, metrics = _diagnostics(config, frame)
     tracker = (
@@ -233,36 +194,9 @@ def fit_pretrain(
         final, predictions, tuned, seconds = _fit_all(
             _Run(config, frame, X, device, run_dir, studies), plans, metrics, tracker
         )
-    pred_table = pd.concat(predictions, ignore_index=True)
-    pred_table.to_parquet(run_dir / "predictions.parquet", index=False)
     run_id = uuid.uuid4().hex[:16]
-    metrics["run_id"] = run_id
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
-    manifest = {
-        "run_id": run_id,
-        "kind": "pretrain",
-        "morphml_version": __version__,
-        "packages": package_versions(),
-        "platform": {
-            "system": platform.system(),
-            "machine": platform.machine(),
-            "python": sys.version.split()[0],
-        },
-        "device": device,
-        "seeds": {"seed": config.seed},
-        "config_hash": config_hash(config),
-        "feature_matrix_hash": frame.data_hash(),
-        "feature_ids": frame.feature_ids,
-        "site_covariates": [c for c in X.columns if c.startswith(SITE_PREFIX)],
-        "scan_keys": list(frame.X.index),
-        "scan_hashes": frame.scan_hashes(),
-        "cohort": describe(frame),
-        "tuning": tuned,
-        "final_models": final,
-        "seconds": seconds,
-        "git_commit": _git_commit(),
-    }
-    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    _write_run(run_dir, run_id, config, frame, X, device, metrics, predictions,
+               {"tuning": tuned, "final_models": final, "seconds": seconds})  # fmt: skip
     if record:  # audits re-fit with record=False: the database is only read
         with connect(db) as con:
             record_run(con, run_id, "pretrain", config_hash(config), list(frame.X.index), run_dir)
@@ -298,6 +232,39 @@ def _diagnostics(
         folds=config.validation.folds,
     )  # fmt: skip
     return X, metrics
+
+
+def _check_resume(run_dir: Path, config: PretrainConfig, resume: bool) -> None:
+    """Refuse a non-empty ``out`` unless it is an interrupted run of this very config."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not resume or not RunDir(run_dir).config.exists():
+            raise ConfigError(f"{run_dir} exists and is not an interrupted run of this config")
+        if read_raw_config(run_dir, ConfigError) != config.model_dump(mode="json"):
+            raise ConfigError(f"{run_dir} holds a run of another config; choose another --out")
+
+
+def _write_run(
+    run_dir: Path,
+    run_id: str,
+    config: PretrainConfig,
+    frame: FeatureFrame,
+    X: pd.DataFrame,
+    device: str,
+    metrics: dict[str, Any],
+    predictions: list[pd.DataFrame],
+    results: dict[str, Any],
+) -> None:
+    """Predictions, metrics and manifest of a finished pretrain run (its config is already
+    there: an interrupted run resumes from it)."""
+    write_table(run_dir, PREDICTIONS, pd.concat(predictions, ignore_index=True))
+    metrics["run_id"] = run_id
+    write_metrics(run_dir, metrics)
+    manifest = build_manifest(
+        "pretrain", run_id, config=config, frame=frame, feature_ids=frame.feature_ids,
+        device=device, site_covariates=[c for c in X.columns if c.startswith(SITE_PREFIX)],
+        results=results,
+    )  # fmt: skip
+    write_manifest(run_dir, manifest)
 
 
 def _n_studies(config: PretrainConfig, plans: dict[str, dict[str, NestedCVPlan]]) -> int:
@@ -402,7 +369,7 @@ def _final_models(run: _Run, seconds: dict[str, float] | None = None) -> dict[st
     """Tune and refit every model on all scans; save them with a sidecar (and put each
     model's wall-clock seconds in ``seconds``)."""
     config = run.config
-    models_dir = run.run_dir / "models"
+    models_dir = RunDir(run.run_dir).models
     if models_dir.exists():
         shutil.rmtree(models_dir)
     models_dir.mkdir()
@@ -453,7 +420,7 @@ def _final_model(run: _Run, search: ModelSearch, etiv: bool) -> tuple[str, dict[
     }
     if target == "age" and fitted.corrector is not None:
         sidecar["bias_correction"] = fitted.corrector.to_dict()
-    stem = run.run_dir / "models" / f"{target}-{search.label}"
+    stem = RunDir(run.run_dir).model_stem(target, search.label)
     files = save_model(fitted.model, stem, sidecar=sidecar)
     entry = {"files": [str(f.relative_to(run.run_dir)) for f in files], "params": fitted.params}
     return f"{target}/{search.label}", entry, round(time.perf_counter() - started, 1)

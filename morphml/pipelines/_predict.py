@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from morphml.config import CohortSpec, PretrainConfig, parse_config
+from morphml.config import CohortSpec, PretrainConfig
 from morphml.exceptions import ConfigError
-from morphml.features import SITE_PREFIX, describe, load_frame
+from morphml.features import SITE_PREFIX, FeatureFrame, describe, load_frame
+from morphml.rundir import RunDir, read_config, read_manifest
 
 __all__ = ["in_sample_count", "predict_run", "predictions"]
 
@@ -74,15 +76,12 @@ def predictions(
 ) -> pd.DataFrame:
     """The predictions of :func:`predict_run`, not written (one row per scan, target and model;
     ``subject_key``, ``sex`` and ``age`` of each scan included)."""
-    from morphml._utils import read_manifest, read_yaml
     from morphml.db import check_stale_run, db_path
-    from morphml.models import AgeBiasCorrector, load_model
 
     run = Path(run_dir)
     manifest = read_manifest(run, ConfigError, ("feature_ids", "final_models"))
     check_stale_run(run, db_path(db), allow_stale=allow_stale, command=command)
-    raw = read_yaml(run / "config.yaml", ConfigError, f"{run}: no config.yaml in the run folder")
-    config = parse_config(raw, source=str(run))
+    config = read_config(run, ConfigError)
     if not isinstance(config, PretrainConfig):
         raise ConfigError(
             f"{run}: a {config.kind} run; morphml predict takes a pretrain run's models"
@@ -94,6 +93,21 @@ def predictions(
         update={"max_missing": 1.0, "site_covariates": False, "available_in": None}
     )
     frame = load_frame(db, cohort, features)
+    X, sites = _model_input(config, manifest, frame, source)
+    rows = [_predict_one(RunDir(run), key, X, frame, sites) for key in manifest["final_models"]]
+    result = pd.concat(rows, ignore_index=True)
+    # JSON-safe counts of the scans predicted (an external-validation report shows them)
+    result.attrs["cohort"] = describe(frame)
+    trained_on = set(manifest.get("scan_keys") or [])
+    result["in_sample"] = result["scan_key"].isin(trained_on)
+    return result
+
+
+def _model_input(
+    config: PretrainConfig, manifest: dict[str, Any], frame: FeatureFrame, source: str | None
+) -> tuple[pd.DataFrame, pd.Series]:
+    """The features the models were trained on, with the run's site columns (refusing
+    missing features and unseen sites), and each scan's site."""
     trained = list(manifest["feature_ids"])
     have = list(frame.feature_ids)
     missing = [f for f in trained if f not in set(have)]
@@ -131,43 +145,43 @@ def predictions(
         from morphml.features import with_meta
 
         X = with_meta(X, frame.meta)
-    rows: list[pd.DataFrame] = []
-    for key in manifest["final_models"]:
-        target, label = key.split("/", 1)
-        stem = run / "models" / f"{target}-{label}"
-        model, sidecar = load_model(stem)
-        columns = list(getattr(model, "feature_names_in_", X.columns))
-        Xm = X[columns]
-        out_frame = pd.DataFrame(
-            {
-                "scan_key": X.index,
-                "subject_key": frame.meta["subject_key"].to_numpy(),
-                "target": target,
-                "model": label,
-                "site": sites.to_numpy(),
-                "sex": frame.meta["sex"].to_numpy(),
-            }
-        )
-        if target == "age":
-            pred = np.asarray(model.predict(Xm), dtype=np.float64)
-            out_frame["y_pred"] = pred
-            age = frame.meta["age"].to_numpy(dtype=np.float64)
-            correction = sidecar.get("bias_correction")
-            corrected = np.full(len(pred), np.nan)
-            known = ~np.isnan(age)
-            if correction is None:  # the run could not fit one (fit_bias_correction)
-                corrected = pred.copy()
-            elif known.any():
-                corrector = AgeBiasCorrector.from_dict(correction)
-                corrected[known] = corrector.transform(age[known], pred[known])
-            out_frame["y_pred_corrected"] = corrected
-            out_frame["age"] = age
-        else:
-            out_frame["y_pred"] = np.asarray(model.predict_proba(Xm))[:, 1]
-        rows.append(out_frame)
-    result = pd.concat(rows, ignore_index=True)
-    # JSON-safe counts of the scans predicted (an external-validation report shows them)
-    result.attrs["cohort"] = describe(frame)
-    trained_on = set(manifest.get("scan_keys") or [])
-    result["in_sample"] = result["scan_key"].isin(trained_on)
-    return result
+    return X, sites
+
+
+def _predict_one(
+    run: RunDir, key: str, X: pd.DataFrame, frame: FeatureFrame, sites: pd.Series
+) -> pd.DataFrame:
+    """One final model's predictions (``key`` is ``target/label``)."""
+    from morphml.models import AgeBiasCorrector, load_model
+
+    target, label = key.split("/", 1)
+    model, sidecar = load_model(run.model_stem(target, label))
+    columns = list(getattr(model, "feature_names_in_", X.columns))
+    Xm = X[columns]
+    out_frame = pd.DataFrame(
+        {
+            "scan_key": X.index,
+            "subject_key": frame.meta["subject_key"].to_numpy(),
+            "target": target,
+            "model": label,
+            "site": sites.to_numpy(),
+            "sex": frame.meta["sex"].to_numpy(),
+        }
+    )
+    if target != "age":
+        out_frame["y_pred"] = np.asarray(model.predict_proba(Xm))[:, 1]
+        return out_frame
+    pred = np.asarray(model.predict(Xm), dtype=np.float64)
+    out_frame["y_pred"] = pred
+    age = frame.meta["age"].to_numpy(dtype=np.float64)
+    correction = sidecar.get("bias_correction")
+    corrected = np.full(len(pred), np.nan)
+    known = ~np.isnan(age)
+    if correction is None:  # the run could not fit one (fit_bias_correction)
+        corrected = pred.copy()
+    elif known.any():
+        corrector = AgeBiasCorrector.from_dict(correction)
+        corrected[known] = corrector.transform(age[known], pred[known])
+    out_frame["y_pred_corrected"] = corrected
+    out_frame["age"] = age
+    return out_frame

@@ -10,25 +10,37 @@ holds the resolved config, ``manifest.json``, ``metrics.json`` (``transfer``, ``
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from morphml._version import __version__
 from morphml.config import CohortSpec, TransferConfig, config_hash
 from morphml.db import connect, record_run
 from morphml.exceptions import TransferError
-from morphml.features import FeatureFrame, describe, load_frame, target_vector
+from morphml.features import FeatureFrame, load_frame, target_vector
+from morphml.rundir import (
+    PREDICTIONS,
+    SCORES,
+    RunDir,
+    build_manifest,
+    load_pretrained,
+    write_config,
+    write_json,
+    write_manifest,
+    write_metrics,
+    write_table,
+)
+
+if TYPE_CHECKING:
+    from morphml.transfer import PretrainedRun
 
 __all__ = ["TransferResult", "fit_transfer", "load_transfer_data"]
 
@@ -170,6 +182,24 @@ def load_transfer_data(
     return FeatureFrame(values, frame.meta), X, y
 
 
+@dataclass
+class _Inputs:
+    """What a transfer run reads: the pretrain run, the target scans and the pretraining
+    cohort, checked against each other."""
+
+    config: TransferConfig
+    run: PretrainedRun
+    stale: str | None
+    frame: FeatureFrame
+    X: pd.DataFrame
+    y: np.ndarray
+    kind: str
+    reference: Any
+    pre: FeatureFrame
+    target_sites: list[str]
+    new_sites: list[str]
+
+
 def fit_transfer(
     config: TransferConfig,
     *,
@@ -194,26 +224,56 @@ def fit_transfer(
     allow_stale : bool
         Use a pretrain run marked stale (a subject it was trained on withdrew).
     """
-    from sklearn.decomposition import PCA
-    from sklearn.preprocessing import StandardScaler
-
     from morphml.evaluation import compare_representations
-    from morphml.pipelines._fit import _git_commit, package_versions
-    from morphml.transfer import (
-        REPRESENTATIONS,
-        Components,
-        HeadFactory,
-        NormativeModel,
-        PretrainedRun,
-    )
+    from morphml.transfer import REPRESENTATIONS, HeadFactory
 
     run_dir = Path(out)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise TransferError(f"{run_dir} exists and is not empty; choose another --out")
+    inputs = _read_inputs(config, db, pretrained, allow_stale)
+    config = inputs.config
+    started = time.perf_counter()
+    normative, components = _pretraining_parts(config, inputs.pre)
+    factory = HeadFactory(
+        pretrained=inputs.run, kind=inputs.kind, covariates=tuple(config.covariates),
+        inner_folds=config.protocol.inner_folds, normative=normative, components=components,
+        reference=inputs.reference, reference_adaptation=config.reference_adaptation,
+        reference_new_sites="prior" if config.harmonize.new_sites == "adapt" else "refuse",
+    )  # fmt: skip
+    names: list[str] = [r for r in REPRESENTATIONS if r in config.representations]
+    builders: dict[str, Any] = {
+        name: (lambda seed, name=name: factory.build(name, seed, bases=names)) for name in names
+    }
+    comparison = compare_representations(
+        inputs.X, inputs.y, builders, kind=inputs.kind, folds=config.protocol.folds,
+        repeats=config.protocol.repeats, sizes=list(config.protocol.train_sizes),
+        seed=config.seed, permutations=config.protocol.permutations,
+        permutation_repeats=config.protocol.permutation_repeats,
+        n_jobs=config.protocol.n_jobs, progress=_progress_reporter(progress),
+    )  # fmt: skip
+    elapsed = time.perf_counter() - started
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_id = uuid.uuid4().hex[:16]
+    metrics = _write_transfer_run(run_dir, run_id, inputs, comparison, elapsed)
+    if record:
+        with connect(db) as con:
+            record_run(
+                con, run_id, "transfer", config_hash(config), list(inputs.frame.X.index), run_dir
+            )  # fmt: skip
+    return TransferResult(run_dir, run_id, metrics, format_table(metrics))
+
+
+def _read_inputs(
+    config: TransferConfig,
+    db: str | os.PathLike[str] | None,
+    pretrained: str | os.PathLike[str] | None,
+    allow_stale: bool,
+) -> _Inputs:
+    """Open the pretrain run and the target scans; refuse what cannot be transferred."""
     pretrained_dir = _resolve_pretrained(config, pretrained)
     # the resolved config names the pretrain run it used (as given: --pretrained or the config)
     config = config.model_copy(update={"pretrained": str(pretrained_dir)})
-    run = PretrainedRun.load(pretrained_dir)
+    run = load_pretrained(pretrained_dir)
     stale = _check_stale(db, run.run_id, allow_stale)
     frame, X, y = load_transfer_data(config, run, db)
     kind = "classification" if config.target.type == "binary" else "regression"
@@ -233,6 +293,11 @@ def fit_transfer(
     target_sites = sorted(set(X["meta:site"]))
     pre = pre.subset(pre.meta["age"].notna() & pre.meta["sex"].notna())
     new_sites = sorted(set(target_sites) - set(pre.meta["site"].fillna("unknown").astype(str)))
+    _check_new_sites(config, run, new_sites)
+    return _Inputs(config, run, stale, frame, X, y, kind, reference, pre, target_sites, new_sites)
+
+
+def _check_new_sites(config: TransferConfig, run: PretrainedRun, new_sites: list[str]) -> None:
     if new_sites and config.harmonize.new_sites == "refuse":
         raise TransferError(
             f"target sites {new_sites} were never seen in pretraining; set harmonize.new_sites: "
@@ -245,7 +310,16 @@ def fit_transfer(
             "sites inside transfer folds is not supported yet: transfer from a pretrain run "
             "with harmonize.method: none (normative_z still adapts new sites from controls)"
         )
-    started = time.perf_counter()
+
+
+def _pretraining_parts(config: TransferConfig, pre: FeatureFrame) -> tuple[Any, Any]:
+    """What comes from the pretraining cohort alone: the normative model and, when
+    ``components`` asks for them, its principal axes."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    from morphml.transfer import Components, NormativeModel
+
     normative = NormativeModel().fit(
         pre.X.to_numpy(np.float64), pre.meta["age"].to_numpy(np.float64),
         pre.meta["sex"].to_numpy(np.float64), pre.meta["site"].fillna("unknown").astype(str),
@@ -258,23 +332,20 @@ def fit_transfer(
         n_comp = min(config.components, values.shape[1], values.shape[0] - 1)
         pca = PCA(n_components=n_comp, random_state=config.seed).fit(scaler.transform(filled))
         components = Components(scaler, pca)
-    factory = HeadFactory(
-        pretrained=run, kind=kind, covariates=tuple(config.covariates),
-        inner_folds=config.protocol.inner_folds, normative=normative, components=components,
-        reference=reference, reference_adaptation=config.reference_adaptation,
-        reference_new_sites="prior" if config.harmonize.new_sites == "adapt" else "refuse",
-    )  # fmt: skip
-    names: list[str] = [r for r in REPRESENTATIONS if r in config.representations]
-    builders: dict[str, Any] = {
-        name: (lambda seed, name=name: factory.build(name, seed, bases=names)) for name in names
-    }
-    report = None
-    if progress and not sys.stderr.isatty():  # a log: a plain line every 30 s
+    return normative, components
+
+
+def _progress_reporter(progress: bool) -> Callable[[int, int], None] | None:
+    """The comparison's progress callback: a plain line every 30 s in a log, a bar on a
+    terminal, nothing unless ``progress``."""
+    if not progress:
+        return None
+    if not sys.stderr.isatty():
         from morphml.pipelines._progress import format_duration
 
         clock = {"start": time.monotonic(), "last": time.monotonic()}
 
-        def report(done: int, total: int) -> None:
+        def log(done: int, total: int) -> None:
             now = time.monotonic()
             if now - clock["last"] < 30 and done < total:
                 return
@@ -284,79 +355,58 @@ def fit_transfer(
             print(f"  transfer: {done}/{total} fits, {format_duration(spent)} elapsed{left}",
                   file=sys.stderr, flush=True)  # fmt: skip
 
-    elif progress:
-        from tqdm import tqdm
+        return log
+    from tqdm import tqdm
 
-        bar = tqdm(total=0, unit="fit", desc="transfer", leave=False)
+    bar = tqdm(total=0, unit="fit", desc="transfer", leave=False)
 
-        def report(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
+    def draw(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
 
-    comparison = compare_representations(
-        X, y, builders, kind=kind, folds=config.protocol.folds,
-        repeats=config.protocol.repeats, sizes=list(config.protocol.train_sizes),
-        seed=config.seed, permutations=config.protocol.permutations,
-        permutation_repeats=config.protocol.permutation_repeats,
-        n_jobs=config.protocol.n_jobs, progress=report,
-    )  # fmt: skip
-    elapsed = time.perf_counter() - started
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(
-        yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
-    )
-    run_id = uuid.uuid4().hex[:16]
+    return draw
+
+
+def _write_transfer_run(
+    run_dir: Path, run_id: str, inputs: _Inputs, comparison: Any, elapsed: float
+) -> dict[str, Any]:
+    """Config, metrics, reference facts, score and prediction tables and manifest; returns
+    the metrics."""
+    config, kind, y = inputs.config, inputs.kind, inputs.y
+    write_config(run_dir, config)
     metrics = dict(comparison.metrics)
     metrics["run_id"] = run_id
     metrics["target"] = {
         "name": config.target.name, "type": config.target.type,
         "n_scans": len(y), "n_positive": int(y.sum()) if kind == "classification" else None,
-        "new_sites": new_sites, "sites": target_sites,
+        "new_sites": inputs.new_sites, "sites": inputs.target_sites,
     }  # fmt: skip
     metrics["seconds"] = {k: round(v, 2) for k, v in comparison.seconds.items()}
-    if reference is not None:
+    if inputs.reference is not None:
         from morphml.transfer._reference import reference_summary
 
         ref_facts = reference_summary(
-            reference, X, y, kind=kind, folder=Path(str(config.reference)).name
+            inputs.reference, inputs.X, y, kind=kind, folder=Path(str(config.reference)).name
         )
-        (run_dir / "reference.json").write_text(json.dumps(ref_facts, indent=1))
+        write_json(RunDir(run_dir).reference, ref_facts)
         metrics["reference"] = {k: v for k, v in ref_facts.items() if k != "curves"}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True))
-    comparison.scores.to_parquet(run_dir / "scores.parquet", index=False)
-    comparison.predictions.to_parquet(run_dir / "predictions.parquet", index=False)
-    manifest = {
-        "run_id": run_id,
-        "kind": "transfer",
-        "morphml_version": __version__,
-        "packages": package_versions(),
-        "platform": {
-            "system": platform.system(),
-            "machine": platform.machine(),
-            "python": sys.version.split()[0],
-        },
-        "seeds": {"seed": config.seed},
-        "config_hash": config_hash(config),
-        "pretrained": {
-            "run_id": run.run_id,
-            "directory": run.run_dir.name,
-            "config_hash": run.manifest.get("config_hash"),
-            "stale": stale,
-        },
-        "feature_matrix_hash": frame.data_hash(),
-        "feature_ids": run.feature_ids,
-        "scan_keys": list(frame.X.index),
-        "scan_hashes": frame.scan_hashes(),
-        "cohort": describe(frame),
-        "seconds": round(elapsed, 1),
-        "git_commit": _git_commit(),
+    write_metrics(run_dir, metrics)
+    write_table(run_dir, SCORES, comparison.scores)
+    write_table(run_dir, PREDICTIONS, comparison.predictions)
+    run = inputs.run
+    pretrained = {
+        "run_id": run.run_id,
+        "directory": run.run_dir.name,
+        "config_hash": run.manifest.get("config_hash"),
+        "stale": inputs.stale,
     }
-    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    if record:
-        with connect(db) as con:
-            record_run(con, run_id, "transfer", config_hash(config), list(frame.X.index), run_dir)
-    return TransferResult(run_dir, run_id, metrics, format_table(metrics))
+    manifest = build_manifest(
+        "transfer", run_id, config=config, frame=inputs.frame, feature_ids=run.feature_ids,
+        sources={"pretrained": pretrained}, results={"seconds": round(elapsed, 1)},
+    )  # fmt: skip
+    write_manifest(run_dir, manifest)
+    return metrics
 
 
 def format_table(metrics: dict[str, Any]) -> str:

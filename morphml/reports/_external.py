@@ -31,6 +31,7 @@ from morphml.reports._summary import (
     json_safe,
     model_label,
 )
+from morphml.rundir import RunDir
 
 __all__ = ["EXTERNAL_KIND", "summarize_external"]
 
@@ -45,16 +46,16 @@ def summarize_external(run: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     from morphml.reports._summary import _per_sex, _sex_curves
     from morphml.reports._tripod import tripod_items
 
-    raw = read_yaml(run / "config.yaml", ReportError, f"{run}: no config.yaml in the folder")
+    raw = read_yaml(RunDir(run).config, ReportError, f"{run}: no config.yaml in the folder")
     try:
         config = parse_config(raw, source=f"{run.name}/config.yaml")
     except MorphmlError as err:
         raise ReportError(str(err)) from None
     if not isinstance(config, PretrainConfig):
         raise ReportError(f"{run}: config.yaml is not a pretrain config")
-    metrics = _read_json(run / "metrics.json", "the evaluation did not finish")
+    metrics = _read_json(RunDir(run).metrics, "the evaluation did not finish")
     preds = None
-    path = run / "predictions.parquet"
+    path = RunDir(run).predictions
     if path.is_file():
         try:
             preds = pd.read_parquet(path)
@@ -234,7 +235,7 @@ def _src(mapping: Any) -> str:
 def read_manifest_kind(run: Path) -> tuple[str | None, dict[str, Any] | None]:
     """The ``kind`` of a folder's manifest.json, and the manifest (None when unreadable)."""
     try:
-        manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+        manifest = json.loads(RunDir(run).manifest.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None, None
     if not isinstance(manifest, dict):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from morphml.reports._names import readable_feature
+from morphml.rundir import RunDir
 
 __all__ = ["xgboost_importance"]
 
@@ -97,9 +98,9 @@ def xgboost_importance(
     out = []
     for key in manifest.get("final_models") or {}:
         target, label = str(key).split("/", 1)
-        stem = run / "models" / f"{target}-{label}"
+        stem = RunDir(run).model_stem(target, label)
         try:
-            sidecar = json.loads((stem.parent / f"{stem.name}.json").read_text(encoding="utf-8"))
+            sidecar = json.loads(RunDir(run).model_sidecar(target, label).read_text("utf-8"))
         except (OSError, ValueError):
             continue
         if sidecar.get("estimator_kind") != "xgboost":

@@ -17,15 +17,14 @@ from typing import Any
 import numpy as np
 
 from morphml.exceptions import ReportError
+from morphml.rundir import RunDir
 
 __all__ = ["reference_figures", "reference_section"]
-
-_FILE = "reference.json"
 
 
 def reference_section(run: Path) -> dict[str, Any] | None:
     """The run's ``reference.json`` (None when the run used no reference model)."""
-    path = Path(run) / _FILE
+    path = RunDir(run).reference
     if not path.is_file():
         return None
     try:

@@ -30,6 +30,7 @@ from morphml.reports._cohort import (
 )
 from morphml.reports._names import atlas_description
 from morphml.reports._reference import reference_section
+from morphml.rundir import RunDir
 
 __all__ = ["FORMAT", "summarize"]
 
@@ -138,17 +139,17 @@ def _read_run(run: Path) -> tuple[dict[str, Any], PretrainConfig | TransferConfi
     if not run.is_dir():
         raise ReportError(f"{run} is not a directory; give a run directory written by morphml fit")
     manifest = _read_json(
-        run / "manifest.json", "expected a run directory written by 'morphml fit'"
+        RunDir(run).manifest, "expected a run directory written by 'morphml fit'"
     )
     kind = manifest.get("kind")
     if kind not in ("pretrain", "transfer"):
         raise ReportError(
-            f"{run / 'manifest.json'}: run kind {kind!r} has no report; expected pretrain or "
+            f"{RunDir(run).manifest}: run kind {kind!r} has no report; expected pretrain or "
             "transfer"
         )
     from morphml._utils import read_yaml
 
-    raw = read_yaml(run / "config.yaml", ReportError, f"{run}: no config.yaml in the run folder")
+    raw = read_yaml(RunDir(run).config, ReportError, f"{run}: no config.yaml in the run folder")
     try:
         config = parse_config(raw, source=f"{run.name}/config.yaml")
     except MorphmlError as err:
@@ -157,7 +158,7 @@ def _read_run(run: Path) -> tuple[dict[str, Any], PretrainConfig | TransferConfi
         raise ReportError(
             f"{run}: config.yaml is a {config.kind} config but the manifest says {kind}"
         )
-    metrics = _read_json(run / "metrics.json", "the run did not finish (no metrics.json)")
+    metrics = _read_json(RunDir(run).metrics, "the run did not finish (no metrics.json)")
     return manifest, config, metrics
 
 
@@ -442,7 +443,7 @@ def _final_models(run: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         target, label = str(key).split("/", 1)
         sidecar: dict[str, Any] = {}
         with contextlib.suppress(OSError, ValueError):  # a model without sidecar shows less
-            sidecar = json.loads((run / "models" / f"{target}-{label}.json").read_text("utf-8"))
+            sidecar = json.loads(RunDir(run).model_sidecar(target, label).read_text("utf-8"))
         bias = sidecar.get("bias_correction")
         rows.append({
             "target": target, "model": model_label(label),
@@ -493,7 +494,7 @@ def _pretrain(
     from morphml.evaluation import stable_seed
 
     preds = None
-    path = run / "predictions.parquet"
+    path = RunDir(run).predictions
     if path.is_file():
         try:
             preds = pd.read_parquet(path)

@@ -1,4 +1,7 @@
-"""A pretrain run opened for transfer: its final models, feature space and training cohort."""
+"""A pretrain run opened for transfer: its final models, feature space and training cohort.
+
+Opening one from its run directory is :func:`morphml.rundir.load_pretrained`.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from morphml.config import PretrainConfig, parse_config
+from morphml.config import PretrainConfig
 from morphml.exceptions import TransferError
 from morphml.features import SITE_PREFIX, FeatureFrame, load_frame, target_vector
 
@@ -107,7 +110,7 @@ class PretrainedModel:
 
 @dataclass
 class PretrainedRun:
-    """A pretrain run directory, opened read-only.
+    """A pretrain run directory, opened read-only (:func:`morphml.rundir.load_pretrained`).
 
     Never copied: scikit-learn's ``clone`` deep-copies non-estimator parameters, and every
     representation holding the same run should share it (and its prediction cache).
@@ -121,29 +124,6 @@ class PretrainedRun:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> PretrainedRun:
         return self
-
-    @classmethod
-    def load(cls, run_dir: str | os.PathLike[str]) -> PretrainedRun:
-        """Open a run directory written by ``morphml fit`` with a ``kind: pretrain`` config."""
-        from morphml._utils import read_manifest, read_yaml
-        from morphml.models import load_model
-
-        path = Path(run_dir)
-        manifest = read_manifest(path, TransferError, ("run_id", "kind", "feature_ids"))
-        if manifest.get("kind") != "pretrain":
-            raise TransferError(
-                f"{path}: a {manifest.get('kind')!r} run; transfer needs a pretrain run"
-            )
-        raw = read_yaml(path / "config.yaml", TransferError, f"{path}: no config.yaml in the run")
-        config = parse_config(raw, source=str(path))
-        if not isinstance(config, PretrainConfig):  # pragma: no cover - kind checked above
-            raise TransferError(f"{path}: config.yaml is not a pretrain config")
-        models = {}
-        for key in manifest.get("final_models", {}):
-            target, label = key.split("/", 1)
-            model, sidecar = load_model(path / "models" / f"{target}-{label}")
-            models[key] = PretrainedModel(key, model, sidecar)
-        return cls(path, str(manifest["run_id"]), config, manifest, models)
 
     @property
     def feature_ids(self) -> list[str]:
