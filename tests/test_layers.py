@@ -26,49 +26,10 @@ SHARED_PRIVATE = {"_utils", "_version"}
 #: known private imports across packages, (importing module, imported name); each entry says
 #: who removes it. Delete an entry when its import is gone (a test fails on stale entries).
 PRIVATE_IGNORED = {
-    # the FreeSurfer writer moves from io/ to simulate/: removed at merge (engineer reader)
-    ("morphml.cli._readers", "morphml.io._writer.example_features"),
-    ("morphml.cli._readers", "morphml.io._writer.write_subject_stats"),
-    ("morphml.simulate._cohort", "morphml.io._writer.write_subject_stats"),
-    ("morphml.simulate._features", "morphml.io._writer.SUBCORTICAL_GRAY"),
-    ("morphml.simulate._features", "morphml.io._writer.VENTRICLES"),
-    ("morphml.simulate._template", "morphml.io._writer.example_features"),
-    # pipelines' helpers used by audit: removed at merge (engineers rundir, cv)
-    ("morphml.audit._audit", "morphml.pipelines._fit.package_versions"),
-    ("morphml.audit._audit", "morphml.pipelines._transfer.load_transfer_data"),
-    # the nested-CV loop imports evaluation's modules: removed at merge (engineer cv)
-    ("morphml.pipelines._fit", "morphml.evaluation._confounding.site_confounding"),
-    ("morphml.pipelines._fit", "morphml.evaluation._metrics.brain_age_metrics"),
-    ("morphml.pipelines._fit", "morphml.evaluation._metrics.classification_metrics"),
-    ("morphml.pipelines._fit", "morphml.evaluation._metrics.per_group_metrics"),
-    ("morphml.pipelines._fit", "morphml.evaluation._splits.SCHEME_KEYS"),
-    ("morphml.pipelines._fit", "morphml.evaluation._splits.inner_splits"),
-    ("morphml.pipelines._fit", "morphml.evaluation._splits.outer_splits"),
-    ("morphml.pipelines._fit", "morphml.evaluation._tuning.predict_scores"),
-    ("morphml.pipelines._fit", "morphml.evaluation._tuning.stable_seed"),
-    ("morphml.pipelines._fit", "morphml.evaluation._tuning.tune"),
     # run loading and external validation: to fix in the run-directory work (engineer rundir)
-    ("morphml.audit._audit", "morphml.evaluation._splits.SCHEME_KEYS"),
-    ("morphml.audit._audit", "morphml.evaluation._splits.scheme_key"),
-    ("morphml.audit._audit", "morphml.evaluation._splits.scheme_keys_current"),
-    ("morphml.pipelines._evaluate", "morphml.evaluation._metrics.per_group_metrics"),
-    ("morphml.pipelines._evaluate", "morphml.evaluation._tuning.stable_seed"),
     ("morphml.pipelines._transfer", "morphml.transfer._reference.load_reference"),
     ("morphml.pipelines._transfer", "morphml.transfer._reference.reference_columns"),
     ("morphml.pipelines._transfer", "morphml.transfer._reference.reference_summary"),
-    # ingest reads with io's modules: to fix with the ingest/reader work (engineers ingest, reader)
-    ("morphml.db._ingest", "morphml.io._columnmap.ColumnMap"),
-    ("morphml.db._ingest", "morphml.io._columnmap.load_column_map"),
-    ("morphml.db._ingest", "morphml.io._dictionary.parse_feature_id"),
-    ("morphml.db._ingest", "morphml.io._statsfile.feature_layout"),
-    ("morphml.db._ingest", "morphml.io._statsfile.read_stats_files"),
-    ("morphml.db._ingest", "morphml.io._subject.find_stats_dir"),
-    ("morphml.db._ingest", "morphml.io._subject.select_stats_files"),
-    ("morphml.db._ingest", "morphml.io._subject.software_and_version"),
-    ("morphml.db._ingest", "morphml.io._tables.WideTable"),
-    ("morphml.db._ingest", "morphml.io._tables.read_wide_table"),
-    ("morphml.db._ingest", "morphml.io._tableset.is_table_export"),
-    ("morphml.db._ingest", "morphml.io._tableset.read_table_set"),
 }
 
 

@@ -468,7 +468,7 @@ def _config_hints(config: BaseModel, manifest: dict[str, Any], run: Path) -> dic
             note(f"models.{target}", run_models, sorted(cfg.models.get(target) or []))
     try:
         metrics = read_metrics(run)
-        from morphml.evaluation._splits import SCHEME_KEYS, scheme_key
+        from morphml.evaluation import SCHEME_KEYS, scheme_key
 
         recorded = {
             scheme_key(scheme)
@@ -838,7 +838,7 @@ def _check_refit(
                 continue
             rows[name] = len(old)
             if "scheme" in old.columns:  # runs before the cv -> kfold rename
-                from morphml.evaluation._splits import scheme_key
+                from morphml.evaluation import scheme_key
 
                 old = old.assign(scheme=old["scheme"].map(scheme_key).astype(old["scheme"].dtype))
             diff = _compare_predictions(old, new, tolerance)
@@ -851,7 +851,7 @@ def _check_refit(
             problems.append(f"{METRICS} cannot be read ({type(err).__name__})")
         else:
             new_metrics = read_metrics(out)
-            from morphml.evaluation._splits import scheme_keys_current
+            from morphml.evaluation import scheme_keys_current
 
             # a run written before the scheme keys were renamed (cv -> kfold) still compares
             metric_diff = _compare_json(

@@ -40,12 +40,20 @@ from morphml.db._discover import Discovery, discover
 from morphml.db._privacy import PseudonymKey, check_key, key_required, load_key
 from morphml.db._store import connect, rollback
 from morphml.exceptions import IngestError, MorphmlError, StatsFileError
-from morphml.io._columnmap import ColumnMap, load_column_map
-from morphml.io._dictionary import parse_feature_id
-from morphml.io._statsfile import feature_layout, read_stats_files
-from morphml.io._subject import find_stats_dir, select_stats_files, software_and_version
-from morphml.io._tables import WideTable, read_wide_table
-from morphml.io._tableset import is_table_export, read_table_set
+from morphml.io import (
+    ColumnMap,
+    WideTable,
+    feature_layout,
+    find_stats_dir,
+    is_table_export,
+    load_column_map,
+    parse_feature_id,
+    read_stats_files,
+    read_table_set,
+    read_wide_table,
+    select_stats_files,
+    software_and_version,
+)
 
 __all__ = ["IngestSummary", "QualityControl", "ingest"]
 

@@ -33,7 +33,14 @@ from morphml.io._statsfile import (
     read_stats_file,
     read_stats_files,
 )
-from morphml.io._subject import FileRecord, SubjectRecord, find_stats_dir, read_subject
+from morphml.io._subject import (
+    FileRecord,
+    SubjectRecord,
+    find_stats_dir,
+    read_subject,
+    select_stats_files,
+    software_and_version,
+)
 from morphml.io._tables import (
     NOT_IMPORTED,
     WideTable,
@@ -84,4 +91,6 @@ __all__ = [
     "read_table_set",
     "read_wide_table",
     "recognise_column",
+    "select_stats_files",
+    "software_and_version",
 ]
