@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import time
 
-from morphml.pipelines._progress import FitProgress, current_progress, format_duration
+from morphml.pipelines._progress import (
+    FitProgress,
+    TrialCounter,
+    current_progress,
+    format_duration,
+)
 
 
 def test_plain_lines_when_not_a_terminal() -> None:
@@ -58,3 +64,41 @@ def test_format_duration() -> None:
     assert format_duration(42) == "42 s"
     assert format_duration(600) == "10.0 min"
     assert format_duration(3 * 3600) == "3.0 h"
+
+
+def _tune_elsewhere(counter: TrialCounter, study_key: str, trials: int) -> int:
+    """A worker process's tuning: each finished trial calls the counter's callbacks."""
+    assert current_progress() is None  # not the fit's process
+    (callback,) = counter(study_key)
+    for _ in range(trials):
+        callback(None, None)
+    return trials
+
+
+def test_trials_in_worker_processes_count_as_they_finish() -> None:
+    from joblib import Parallel, delayed
+
+    out = io.StringIO()
+    with FitProgress(12, 4, stream=out, tty=False, interval=60) as progress:
+        counter = progress.trial_counter()
+        done = Parallel(n_jobs=2)(
+            delayed(_tune_elsewhere)(counter, f"age/xgboost/kfold/fold{k}", 3) for k in range(2)
+        )
+        assert done == [3, 3]
+        progress.read_inbox()  # what the reader thread does every second
+        assert progress.done == 6  # counted trial by trial, before any study ended
+        progress.study_done("age/xgboost/kfold/fold0")  # the rest of its budget: 1
+        progress.read_inbox()
+        assert progress.done == 7
+        inbox = counter.inbox
+        assert inbox is not None and os.path.exists(inbox)
+    assert not os.path.exists(inbox)  # removed when the fit ends
+
+
+def test_a_trial_counter_in_the_fits_own_process_counts_directly() -> None:
+    out = io.StringIO()
+    with FitProgress(4, 4, stream=out, tty=False, interval=60) as progress:
+        (callback,) = progress.trial_counter()("a")
+        callback(None, None)
+        assert progress.done == 1
+    assert TrialCounter()("a") == []  # no fit reporting progress: no callbacks

@@ -57,7 +57,7 @@ from morphml.features import (
     target_vector,
     with_meta,
 )
-from morphml.pipelines._progress import FitProgress, current_progress
+from morphml.pipelines._progress import FitProgress, TrialCounter, current_progress
 from morphml.rundir import (
     PREDICTIONS,
     RunDir,
@@ -289,7 +289,7 @@ def _search(run: _Run, target: str, label: str, name: str, etiv: bool) -> ModelS
     )
     return ModelSearch(
         build, space, SearchPlan.from_config(config, target), label=label,
-        studies=run.studies, trial_callbacks=_trial_callbacks,
+        studies=run.studies, trial_callbacks=_trial_counter(),
     )  # fmt: skip
 
 
@@ -359,10 +359,11 @@ def _threads(config: PretrainConfig) -> int:
     return worker_threads(config.tuning.n_jobs)
 
 
-def _trial_callbacks(study_key: str) -> list[Any]:
-    """The progress counter's Optuna callback when this process reports progress."""
+def _trial_counter() -> TrialCounter | None:
+    """The progress counter's Optuna callbacks (for tunings here or in worker processes)
+    when this fit reports progress."""
     tracker = current_progress()
-    return [] if tracker is None else [tracker.trial_callback(study_key)]
+    return None if tracker is None else tracker.trial_counter()
 
 
 def _final_models(run: _Run, seconds: dict[str, float] | None = None) -> dict[str, Any]:

@@ -6,20 +6,26 @@ standard error is not a terminal (a batch job, ``> log 2>&1``) the same facts co
 lines: one per finished tuning and one every ``interval`` seconds, so a log shows the fit is
 alive and how far it is.
 
-Trials are counted as they finish when the tunings run in this process; tunings run in
-worker processes (``tuning.n_jobs`` > 1) or on a Dask cluster count when their study ends.
-A study that stops early (``tuning.timeout``) or that resumed counts its whole budget then.
+Trials are counted as they finish, in this process and in worker processes
+(``tuning.n_jobs`` > 1): a :class:`TrialCounter` handed to the workers appends one line per
+finished trial to a small file the fit's progress reads every second (it holds study names
+such as ``age/xgboost/kfold/fold3``, nothing about any person, and is removed at the end).
+Trials run on a Dask cluster count when their study ends. A study that stops early
+(``tuning.timeout``) or that resumed counts the rest of its budget then.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
-__all__ = ["FitProgress", "current_progress", "format_duration"]
+__all__ = ["FitProgress", "TrialCounter", "current_progress", "format_duration"]
 
 #: the progress of the fit running in this process (None in worker processes)
 _CURRENT: FitProgress | None = None
@@ -78,6 +84,10 @@ class FitProgress:
         self._stop = threading.Event()
         self._bar: Any = None
         self._thread: threading.Thread | None = None
+        self._finished: set[str] = set()
+        self._inbox: str | None = None  # the file worker processes append trials to
+        self._read = 0
+        self._reader: threading.Thread | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -101,10 +111,48 @@ class FitProgress:
         global _CURRENT
         _CURRENT = None
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        for thread in (self._thread, self._reader):
+            if thread is not None:
+                thread.join(timeout=2)
+        if self._inbox is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._inbox)
         if self._bar is not None:
             self._bar.close()
+
+    # --- worker processes ----------------------------------------------------------------
+
+    def trial_counter(self) -> TrialCounter:
+        """Optuna callbacks for tunings run here or in worker processes (see the module
+        docstring); the file they append to is read every second until the fit ends."""
+        if self._inbox is None:
+            handle, self._inbox = tempfile.mkstemp(prefix="morphml-progress-")
+            os.close(handle)
+            self._reader = threading.Thread(target=self._read_inbox, daemon=True)
+            self._reader.start()
+        return TrialCounter(self._inbox)
+
+    def _read_inbox(self) -> None:
+        while not self._stop.wait(1.0):
+            self.read_inbox()
+
+    def read_inbox(self) -> None:
+        """Count the trials worker processes reported since the last read."""
+        if self._inbox is None:
+            return
+        try:
+            with open(self._inbox, "rb") as handle:
+                handle.seek(self._read)
+                data = handle.read()
+        except OSError:
+            return
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
+        self._read += len(complete)
+        for line in complete.decode("utf-8", "replace").splitlines():
+            with self._lock:
+                finished = line in self._finished
+            if not finished:  # a study already counted whole is not counted again
+                self._advance(line, 1)
 
     # --- counting ------------------------------------------------------------------------
 
@@ -118,7 +166,9 @@ class FitProgress:
 
     def study_done(self, study_key: str) -> None:
         """A study ended: count the rest of its budget (trials not seen one by one)."""
+        self.read_inbox()
         with self._lock:
+            self._finished.add(study_key)
             counted = self._counted.pop(study_key, 0)
         rest = max(self.per_study - counted, 0)
         if rest:
@@ -162,6 +212,36 @@ class FitProgress:
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
             self.line(f"  ... {self.status()}")
+
+
+class TrialCounter:
+    """``counter(study_key)`` -> the Optuna callbacks that count the study's trials.
+
+    Picklable, so tunings in worker processes take it along: in the fit's own process the
+    callbacks count directly, in a worker they append the study's name to ``inbox`` (one
+    line per finished trial), which the fit's :class:`FitProgress` reads.
+    """
+
+    def __init__(self, inbox: str | None = None) -> None:
+        self.inbox = inbox
+
+    def __call__(self, study_key: str) -> list[Callable[[Any, Any], None]]:
+        tracker = current_progress()
+        if tracker is not None:
+            return [tracker.trial_callback(study_key)]
+        if self.inbox is None:
+            return []
+        inbox, line = self.inbox, (study_key + "\n").encode("utf-8")
+
+        def callback(study: Any, trial: Any) -> None:
+            with contextlib.suppress(OSError):  # progress must never stop a fit
+                fd = os.open(inbox, os.O_WRONLY | os.O_APPEND)
+                try:
+                    os.write(fd, line)  # one short append: never interleaved with others
+                finally:
+                    os.close(fd)
+
+        return [callback]
 
 
 def _isatty(stream: TextIO) -> bool:
