@@ -198,8 +198,8 @@ def fit_transfer(
     from sklearn.preprocessing import StandardScaler
 
     from morphml.pipelines._fit import _git_commit, package_versions
+    from morphml.registry import representation_names
     from morphml.transfer import (
-        REPRESENTATIONS,
         Components,
         HeadFactory,
         NormativeModel,
@@ -264,7 +264,7 @@ def fit_transfer(
         reference=reference, reference_adaptation=config.reference_adaptation,
         reference_new_sites="prior" if config.harmonize.new_sites == "adapt" else "refuse",
     )  # fmt: skip
-    names: list[str] = [r for r in REPRESENTATIONS if r in config.representations]
+    names: list[str] = [r for r in representation_names() if r in config.representations]
     builders: dict[str, Any] = {
         name: (lambda seed, name=name: factory.build(name, seed, bases=names)) for name in names
     }
