@@ -25,7 +25,12 @@ from pydantic import (
 
 from morphml._utils import read_yaml
 from morphml.exceptions import ConfigError
-from morphml.registry import model_names, representation_names, representations
+from morphml.registry import (
+    model_type,
+    representation,
+    representation_names,
+    representations,
+)
 
 __all__ = [
     "BiasCorrectionSpec",
@@ -200,14 +205,8 @@ class PretrainConfig(_Strict):
     @classmethod
     def _known_models(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         for target, names in value.items():
-            allowed = model_names(target)
             for name in names:
-                if name not in allowed:
-                    close = difflib.get_close_matches(name, allowed, n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
-                    raise ValueError(
-                        f"unknown {target} model {name!r}{hint} (choose from {', '.join(allowed)})"
-                    )
+                model_type(name, target)  # an unknown name: ValueError naming the closest
         return value
 
 
@@ -300,14 +299,8 @@ class TransferConfig(_Strict):
     @field_validator("representations")
     @classmethod
     def _raw_first(cls, value: list[str]) -> list[str]:
-        known = representation_names()
         for name in value:
-            if name not in known:
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ValueError(
-                    f"unknown representation {name!r}{hint} (choose from {', '.join(known)})"
-                )
+            representation(name)  # an unknown name: ValueError naming the closest
         if "raw" not in value:
             raise ValueError(
                 "representations must include 'raw' (every result is compared with it)"

@@ -306,6 +306,13 @@ def _unknown(kind: str, name: object, valid: tuple[str, ...]) -> ValueError:
     return ValueError(f"unknown {kind} {name!r}{hint} (choose from {', '.join(valid)})")
 
 
+def _add(table: dict[str, Any], entry: Any, what: str, replace: bool) -> Any:
+    if entry.name in table and not replace:
+        raise ValueError(f"{what} {entry.name!r} is already registered")
+    table[entry.name] = entry
+    return entry
+
+
 def model_types(target: str | None = None) -> tuple[ModelType, ...]:
     """Every registered model type (of ``target`` when given), in registration order."""
     return tuple(m for m in _MODEL_TYPES.values() if target is None or target in m.targets)
@@ -345,10 +352,7 @@ def register_model_type(entry: ModelType, *, replace: bool = False) -> ModelType
     unknown = sorted(set(entry.targets) - set(TARGETS))
     if not entry.targets or unknown:
         raise ValueError(f"model type {entry.name!r}: targets must be among {TARGETS}")
-    if entry.name in _MODEL_TYPES and not replace:
-        raise ValueError(f"model type {entry.name!r} is already registered")
-    _MODEL_TYPES[entry.name] = entry
-    return entry
+    return _add(_MODEL_TYPES, entry, "model type", replace)
 
 
 def unregister_model_type(name: str) -> ModelType:
@@ -392,10 +396,7 @@ def register_representation(
         )
     if entry.needs not in ("pretrain", "reference"):
         raise ValueError(f"representation {entry.name!r}: needs must be pretrain or reference")
-    if entry.name in _REPRESENTATIONS and not replace:
-        raise ValueError(f"representation {entry.name!r} is already registered")
-    _REPRESENTATIONS[entry.name] = entry
-    return entry
+    return _add(_REPRESENTATIONS, entry, "representation", replace)
 
 
 def unregister_representation(name: str) -> RepresentationType:
