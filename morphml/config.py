@@ -25,6 +25,12 @@ from pydantic import (
 
 from morphml._utils import read_yaml
 from morphml.exceptions import ConfigError
+from morphml.registry import (
+    model_type,
+    representation,
+    representation_names,
+    representations,
+)
 
 __all__ = [
     "BiasCorrectionSpec",
@@ -176,7 +182,8 @@ class PretrainConfig(_Strict):
     cohort: CohortSpec = Field(default_factory=CohortSpec)
     features: FeatureSpec = Field(default_factory=FeatureSpec)
     targets: list[Target] = Field(default_factory=lambda: list[Target](["age", "sex"]))
-    #: target -> model names (age: ridge, xgboost; sex: logistic, elasticnet, xgboost)
+    #: target -> model names (age: ridge, xgboost; sex: logistic, elasticnet, xgboost; and any
+    #: model type registered in morphml.registry)
     models: dict[Target, list[str]] = Field(
         default_factory=lambda: dict[Target, list[str]](
             {"age": ["ridge", "xgboost"], "sex": ["logistic", "xgboost"]}
@@ -197,31 +204,10 @@ class PretrainConfig(_Strict):
     @field_validator("models")
     @classmethod
     def _known_models(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        allowed = {"age": ("ridge", "xgboost"), "sex": ("logistic", "elasticnet", "xgboost")}
         for target, names in value.items():
             for name in names:
-                if name not in allowed[target]:
-                    close = difflib.get_close_matches(name, allowed[target], n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
-                    raise ValueError(
-                        f"unknown {target} model {name!r}{hint} "
-                        f"(choose from {', '.join(allowed[target])})"
-                    )
+                model_type(name, target)  # an unknown name: ValueError naming the closest
         return value
-
-
-Representation = Literal[
-    "raw",
-    "brain_age_gap",
-    "sex_score",
-    "leaf_embedding",
-    "warm_start",
-    "warm_start_base_margin",
-    "normative_z",
-    "linear_projection",
-    "stacked",
-    "reference_z",
-]
 
 
 class TargetSpec(_Strict):
@@ -276,14 +262,11 @@ class TransferConfig(_Strict):
     harmonize: HarmonizeSpec = Field(
         default_factory=lambda: HarmonizeSpec(method="none", new_sites="adapt")
     )
-    representations: list[Representation] = Field(
-        default_factory=lambda: list[Representation](
-            [
-                "raw", "brain_age_gap", "sex_score", "leaf_embedding", "warm_start",
-                "warm_start_base_margin", "normative_z", "linear_projection", "stacked",
-            ]
-        )
-    )  # fmt: skip
+    #: names of registered representations (morphml.registry); default: every one that
+    #: needs no other input than the pretrain run
+    representations: list[str] = Field(
+        default_factory=lambda: list(representation_names(default_only=True))
+    )
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     #: principal components of the pretraining cohort in linear_projection
     components: int = Field(default=10, ge=0)
@@ -298,14 +281,17 @@ class TransferConfig(_Strict):
 
     @model_validator(mode="after")
     def _reference_pairs(self) -> TransferConfig:
-        if "reference_z" in self.representations and not self.reference:
+        takers = [r.name for r in representations() if r.needs == "reference"]
+        needing = [name for name in self.representations if name in takers]
+        if needing and not self.reference:
             raise ValueError(
-                "representations: 'reference_z' needs 'reference: PATH' (a reference model "
+                f"representations: {needing[0]!r} needs 'reference: PATH' (a reference model "
                 "folder from 'morphml reference import ARCHIVE --format braincharts --out PATH')"
             )
-        if self.reference and "reference_z" not in self.representations:
+        if self.reference and not needing:
+            names = " or ".join(repr(name) for name in takers)
             raise ValueError(
-                "'reference' is set but 'reference_z' is not among the representations; add "
+                f"'reference' is set but {names} is not among the representations; add "
                 "it (or remove 'reference')"
             )
         return self
@@ -313,6 +299,8 @@ class TransferConfig(_Strict):
     @field_validator("representations")
     @classmethod
     def _raw_first(cls, value: list[str]) -> list[str]:
+        for name in value:
+            representation(name)  # an unknown name: ValueError naming the closest
         if "raw" not in value:
             raise ValueError(
                 "representations must include 'raw' (every result is compared with it)"

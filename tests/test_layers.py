@@ -25,12 +25,7 @@ SHARED_PRIVATE = {"_utils", "_version"}
 
 #: known private imports across packages, (importing module, imported name); each entry says
 #: who removes it. Delete an entry when its import is gone (a test fails on stale entries).
-PRIVATE_IGNORED = {
-    # run loading and external validation: to fix in the run-directory work (engineer rundir)
-    ("morphml.pipelines._transfer", "morphml.transfer._reference.load_reference"),
-    ("morphml.pipelines._transfer", "morphml.transfer._reference.reference_columns"),
-    ("morphml.pipelines._transfer", "morphml.transfer._reference.reference_summary"),
-}
+PRIVATE_IGNORED: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:

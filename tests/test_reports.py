@@ -6,7 +6,7 @@ import base64
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ class Runs:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     """A database of two simulated cohorts (canaries planted), a pretrain and a transfer run."""
-    from morphml.models import _estimators
+    from morphml import registry
 
     root = tmp_path_factory.mktemp("reports")
     db, key = root / "db.duckdb", root / "key"
@@ -85,9 +85,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
         ingest([root / name], source=name, db=db, key_file=key, on_error="skip",
                participants=sim.participants, column_map=sim.column_map,
                quality_control=qc_at_ingest)  # fmt: skip
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(_estimators._SPACES, "xgboost", _tiny_xgboost)
+    xgboost = registry.model_type("xgboost")
+    registry.register_model_type(replace(xgboost, search_space=_tiny_xgboost), replace=True)
+    try:
         fit_pretrain(parse_config(PRETRAIN), db=db, out=root / "runs" / "pretrain")  # type: ignore[arg-type]
+    finally:
+        registry.register_model_type(xgboost, replace=True)
     fit_transfer(
         parse_config(TRANSFER),  # type: ignore[arg-type]
         db=db, out=root / "runs" / "transfer", pretrained=root / "runs" / "pretrain",

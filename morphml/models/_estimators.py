@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, clone
+from sklearn.base import clone
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
@@ -23,6 +23,7 @@ from sklearn.preprocessing import StandardScaler
 
 from morphml.exceptions import DeviceError
 from morphml.models._preprocess import EtivAdjuster, FeatureGuard, MedianImputer, ModelConfigError
+from morphml.registry import TARGETS, ModelType, model_names, model_type, resolve
 
 if TYPE_CHECKING:
     from optuna.trial import BaseTrial
@@ -40,54 +41,24 @@ __all__ = [
     "search_space",
 ]
 
-#: model names :func:`make_age_model` accepts
-AGE_MODELS = ("ridge", "xgboost")
-#: model names :func:`make_sex_model` accepts
-SEX_MODELS = ("logistic", "elasticnet", "xgboost")
-
-_TARGET_MODELS = {"age": AGE_MODELS, "sex": SEX_MODELS}
-
-_LINEAR_PARAMS = {
-    "ridge": ("alpha",),
-    "logistic": ("C", "class_weight", "max_iter", "tol"),
-    "elasticnet": ("C", "l1_ratio", "class_weight", "max_iter", "tol"),
-}
-# set by the factory arguments, never through ``params``
-_XGB_RESERVED = ("tree_method", "device", "random_state", "n_jobs", "callbacks")
-
-_XGB_DEFAULTS: dict[str, Any] = {
-    "n_estimators": 500,
-    "learning_rate": 0.05,
-    "max_depth": 4,
-    "min_child_weight": 1.0,
-    "subsample": 0.8,
-    "colsample_bytree": 0.8,
-    "reg_lambda": 1.0,
-    "reg_alpha": 0.0,
-    # 64 histogram bins per feature instead of 256: on 5,300 scans x 1,000 features a tree
-    # takes 12 ms instead of 33 ms (depth 4, 2 threads), with the same validation error
-    "max_bin": 64,
-}
-_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    # fcon1000 (218 features, leave-one-site-out, log target): MAE 7.3 y at alpha=10, 6.5 at 100
-    ("ridge", "age"): {"alpha": 100.0},
-    ("xgboost", "age"): _XGB_DEFAULTS,
-    ("logistic", "sex"): {"C": 1.0, "max_iter": 1000},
-    ("elasticnet", "sex"): {"C": 1.0, "l1_ratio": 0.5, "max_iter": 5000},
-    ("xgboost", "sex"): _XGB_DEFAULTS,
-}
+#: built-in model names :func:`make_age_model` accepts (``morphml.registry.model_names``
+#: also lists model types registered later)
+AGE_MODELS = model_names("age")
+#: built-in model names :func:`make_sex_model` accepts
+SEX_MODELS = model_names("sex")
 
 
-def _check_name(name: str, target: str) -> None:
-    if target not in _TARGET_MODELS:
+def _entry(name: str, target: str) -> ModelType:
+    if target not in TARGETS:
         raise ModelConfigError(f"target must be 'age' or 'sex'. Got {target!r}.")
-    valid = _TARGET_MODELS[target]
+    valid = model_names(target)
     if name not in valid:
         close = difflib.get_close_matches(str(name), valid, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ModelConfigError(
             f"Unknown {target} model {name!r}; expected one of {', '.join(valid)}.{hint}"
         )
+    return model_type(name, target)
 
 
 def default_params(name: str, target: str) -> dict[str, Any]:
@@ -112,28 +83,32 @@ def default_params(name: str, target: str) -> dict[str, Any]:
     >>> default_params("ridge", "age")
     {'alpha': 100.0}
     """
-    _check_name(name, target)
-    return dict(_DEFAULTS[(name, target)])
+    return dict(_entry(name, target).defaults[target])
 
 
-def _xgb_param_names() -> tuple[str, ...]:
+def xgboost_param_names() -> tuple[str, ...]:
+    """The XGBoost parameters a model's ``params`` may set (all but the reserved ones)."""
     from xgboost import XGBRegressor
 
-    return tuple(k for k in XGBRegressor().get_params() if k not in _XGB_RESERVED)
+    reserved = model_type("xgboost").reserved_params
+    return tuple(k for k in XGBRegressor().get_params() if k not in reserved)
 
 
-def _merge_params(name: str, target: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+def _merge_params(
+    entry: ModelType, target: str, params: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    name = entry.name
     if params is None:
         params = {}
     if not isinstance(params, Mapping):
         raise ModelConfigError(
             f"params of the {target} model {name!r} must be a dict. Got {type(params).__name__}."
         )
-    valid = _xgb_param_names() if name == "xgboost" else _LINEAR_PARAMS[name]
+    valid = entry.param_names()
     for key in params:
-        if key in _XGB_RESERVED and name == "xgboost":
+        if key in entry.reserved_params:
             raise ModelConfigError(
-                f"params of the {target} model 'xgboost' must not set {key!r}; it is set from "
+                f"params of the {target} model {name!r} must not set {key!r}; it is set from "
                 "the factory's own arguments (device, random_state, n_jobs)."
             )
         if key not in valid:
@@ -143,7 +118,7 @@ def _merge_params(name: str, target: str, params: Mapping[str, Any] | None) -> d
                 f"Unknown parameter {key!r} for the {target} model {name!r}.{hint} Valid: "
                 f"{', '.join(sorted(valid))}."
             )
-    return {**_DEFAULTS[(name, target)], **params}
+    return {**entry.defaults[target], **params}
 
 
 def _check_common(random_state: Any, n_jobs: Any) -> None:
@@ -222,31 +197,18 @@ def make_age_model(
     >>> [name for name, _ in model.steps]
     ['guard', 'impute', 'scale', 'model']
     """
-    _check_name(name, "age")
-    merged = _merge_params(name, "age", params)
+    entry = _entry(name, "age")
+    merged = _merge_params(entry, "age", params)
     _check_common(random_state, n_jobs)
     if not isinstance(log_target, bool):
         raise ModelConfigError(f"log_target must be True or False. Got {log_target!r}.")
     steps = _front(etiv_adjust)
-    regressor: BaseEstimator
-    if name == "ridge":
-        steps += _linear_front()
-        regressor = Ridge(**merged)
-    else:
-        from xgboost import XGBRegressor
-
-        regressor = XGBRegressor(
-            tree_method="hist",
-            device=resolve_device(device),
-            n_jobs=n_jobs,
-            random_state=random_state,
-            **merged,
-        )
+    steps += _model_steps(entry, "age", merged, random_state, device, n_jobs)
     if log_target:
         regressor = TransformedTargetRegressor(
-            regressor=regressor, func=np.log, inverse_func=np.exp
+            regressor=steps[-1][1], func=np.log, inverse_func=np.exp
         )
-    steps.append(("model", regressor))
+        steps[-1] = ("model", regressor)
     return Pipeline(steps)
 
 
@@ -295,47 +257,99 @@ def make_sex_model(
     >>> model.named_steps["model"].l1_ratio
     0.2
     """
-    _check_name(name, "sex")
-    merged = _merge_params(name, "sex", params)
+    entry = _entry(name, "sex")
+    merged = _merge_params(entry, "sex", params)
     _check_common(random_state, n_jobs)
     steps = _front(etiv_adjust)
-    classifier: BaseEstimator
-    if name == "logistic":
-        steps += _linear_front()
-        classifier = LogisticRegression(**merged, solver="lbfgs", random_state=random_state)
-    elif name == "elasticnet":
-        steps += _linear_front()
-        classifier = LogisticRegression(**merged, solver="saga", random_state=random_state)
-    else:
-        from xgboost import XGBClassifier
-
-        classifier = XGBClassifier(
-            tree_method="hist",
-            device=resolve_device(device),
-            n_jobs=n_jobs,
-            random_state=random_state,
-            **merged,
-        )
-    steps.append(("model", classifier))
+    steps += _model_steps(entry, "sex", merged, random_state, device, n_jobs)
     return Pipeline(steps)
 
 
-def _suggest_ridge(trial: BaseTrial) -> dict[str, Any]:
+def _model_steps(
+    entry: ModelType,
+    target: str,
+    params: dict[str, Any],
+    random_state: int | None,
+    device: str,
+    n_jobs: int,
+) -> list[tuple[str, Any]]:
+    """The registered factory's steps; the last must be the model, named ``model``."""
+    steps = list(
+        resolve(entry.factory)(
+            target, params, random_state=random_state, device=device, n_jobs=n_jobs
+        )
+    )
+    if not steps or steps[-1][0] != "model":
+        raise ModelConfigError(
+            f"the factory of model type {entry.name!r} must return steps ending in one named "
+            f"'model'. Got {[step[0] for step in steps]}."
+        )
+    return steps  # fmt: skip
+
+
+# --- the factories of the built-in model types (morphml.registry names them) -----------------
+
+
+def ridge_steps(
+    target: str, params: dict[str, Any], *, random_state: int | None, device: str, n_jobs: int
+) -> list[tuple[str, Any]]:
+    """Median imputation, standardisation and :class:`~sklearn.linear_model.Ridge`."""
+    return [*_linear_front(), ("model", Ridge(**params))]
+
+
+def logistic_steps(
+    target: str, params: dict[str, Any], *, random_state: int | None, device: str, n_jobs: int
+) -> list[tuple[str, Any]]:
+    """Median imputation, standardisation and an L2 logistic regression (lbfgs)."""
+    model = LogisticRegression(**params, solver="lbfgs", random_state=random_state)
+    return [*_linear_front(), ("model", model)]
+
+
+def elasticnet_steps(
+    target: str, params: dict[str, Any], *, random_state: int | None, device: str, n_jobs: int
+) -> list[tuple[str, Any]]:
+    """Median imputation, standardisation and an elastic-net logistic regression (saga)."""
+    model = LogisticRegression(**params, solver="saga", random_state=random_state)
+    return [*_linear_front(), ("model", model)]
+
+
+def xgboost_steps(
+    target: str, params: dict[str, Any], *, random_state: int | None, device: str, n_jobs: int
+) -> list[tuple[str, Any]]:
+    """XGBoost (``hist``) on the features as they are: the trees route missing values."""
+    from xgboost import XGBClassifier, XGBRegressor
+
+    cls = XGBRegressor if target == "age" else XGBClassifier
+    model = cls(
+        tree_method="hist",
+        device=resolve_device(device),
+        n_jobs=n_jobs,
+        random_state=random_state,
+        **params,
+    )
+    return [("model", model)]
+
+
+def suggest_ridge(trial: BaseTrial) -> dict[str, Any]:
+    """Ridge ``alpha``: log-uniform 1e-2–1e4."""
     return {"alpha": trial.suggest_float("alpha", 1e-2, 1e4, log=True)}
 
 
-def _suggest_logistic(trial: BaseTrial) -> dict[str, Any]:
+def suggest_logistic(trial: BaseTrial) -> dict[str, Any]:
+    """Logistic ``C``: log-uniform 1e-4–1e2."""
     return {"C": trial.suggest_float("C", 1e-4, 1e2, log=True)}
 
 
-def _suggest_elasticnet(trial: BaseTrial) -> dict[str, Any]:
+def suggest_elasticnet(trial: BaseTrial) -> dict[str, Any]:
+    """Elastic-net ``C`` as logistic, ``l1_ratio`` uniform 0–1."""
     return {
         "C": trial.suggest_float("C", 1e-4, 1e2, log=True),
         "l1_ratio": trial.suggest_float("l1_ratio", 0.0, 1.0),
     }
 
 
-def _suggest_xgboost(trial: BaseTrial) -> dict[str, Any]:
+def suggest_xgboost(trial: BaseTrial) -> dict[str, Any]:
+    """XGBoost: the number of trees and the tree parameters (see :func:`search_space`)."""
     # Bounded so one fit stays around a second on ~1,000 scans: nested tuning fits a model
     # trials x inner folds x outer folds times (fewer, faster-learning trees instead of
     # thousands of slow ones; the learning-rate range compensates).
@@ -345,7 +359,8 @@ def _suggest_xgboost(trial: BaseTrial) -> dict[str, Any]:
     }
 
 
-def _suggest_xgboost_early_stopped(trial: BaseTrial) -> dict[str, Any]:
+def suggest_xgboost_early_stopped(trial: BaseTrial) -> dict[str, Any]:
+    """XGBoost with early stopping: the tree parameters, trees capped at ``XGB_MAX_TREES``."""
     # the number of trees is measured by early stopping, not searched
     return {"n_estimators": XGB_MAX_TREES, **_suggest_xgboost_trees(trial)}
 
@@ -360,14 +375,6 @@ def _suggest_xgboost_trees(trial: BaseTrial) -> dict[str, Any]:
         "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 100.0, log=True),
         "reg_alpha": trial.suggest_float("reg_alpha", 1e-3, 10.0, log=True),
     }
-
-
-_SPACES: dict[str, Callable[[BaseTrial], dict[str, Any]]] = {
-    "ridge": _suggest_ridge,
-    "logistic": _suggest_logistic,
-    "elasticnet": _suggest_elasticnet,
-    "xgboost": _suggest_xgboost,
-}
 
 
 def search_space(
@@ -405,10 +412,10 @@ def search_space(
     >>> search_space("ridge", "age")(trial)
     {'alpha': 5.0}
     """
-    _check_name(name, target)
-    if early_stopping and name == "xgboost":
-        return _suggest_xgboost_early_stopped
-    return _SPACES[name]
+    entry = _entry(name, target)
+    if early_stopping and entry.early_stopped_space is not None:
+        return resolve(entry.early_stopped_space)
+    return resolve(entry.search_space)
 
 
 #: the most trees an early-stopped XGBoost trial may grow

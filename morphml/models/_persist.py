@@ -41,6 +41,7 @@ from morphml.models._preprocess import (
     MedianImputer,
     ModelConfigError,
 )
+from morphml.registry import model_types, resolve
 
 __all__ = [
     "FORMAT_VERSION",
@@ -49,6 +50,7 @@ __all__ = [
     "UntrustedModelError",
     "load_model",
     "save_model",
+    "trusted_types",
 ]
 
 #: version of the file layout and sidecar schema; bumped when old readers could misread files
@@ -61,8 +63,9 @@ def _dotted(cls: type) -> str:
 
 
 # skops already trusts most scikit-learn and numpy types; what it reports as untrusted must be
-# on this list. Names are computed from the classes so they follow scikit-learn's module layout.
-TRUSTED_TYPES: frozenset[str] = frozenset(
+# on this list or among the persisted types of a registered model type (morphml.registry).
+# Names are computed from the classes so they follow scikit-learn's module layout.
+_BASE_TRUSTED: frozenset[str] = frozenset(
     {
         _dotted(cls)
         for cls in (
@@ -74,8 +77,6 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
             FunctionTransformer,
             SimpleImputer,
             StandardScaler,
-            Ridge,
-            LogisticRegression,
         )
     }
     | {"numpy.dtype", "numpy.log", "numpy.exp"}
@@ -83,6 +84,19 @@ TRUSTED_TYPES: frozenset[str] = frozenset(
     | {"morphml.harmonize._combat.ComBat", "morphml.harmonize._step.HarmonizeStep"}
     | {_dotted(t) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_, np.str_)}
 )
+
+
+def trusted_types() -> frozenset[str]:
+    """The types a skops model file may hold: morphml's own and the pipeline steps, plus the
+    persisted types of every model type registered now (see :mod:`morphml.registry`)."""
+    registered = {
+        _dotted(resolve(ref)) for entry in model_types() for ref in entry.persisted_types
+    }
+    return _BASE_TRUSTED | registered
+
+
+#: :func:`trusted_types` of the built-in model types
+TRUSTED_TYPES: frozenset[str] = trusted_types()
 
 _XGB_CLASSES = {
     "xgboost.sklearn.XGBRegressor": "XGBRegressor",
@@ -298,6 +312,23 @@ def save_model(model: Any, path_stem: Path | str, *, sidecar: Mapping[str, Any])
     (True, 'aparc')
     """
     check_is_fitted(model)
+    _check_sidecar(sidecar)
+    stem = Path(path_stem)
+    meta, inner, skeleton, coefficients = _describe(model)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written = _write_files(stem, meta, inner, skeleton, coefficients)
+    meta["files"] = {path.name: _sha256(path) for path in written}
+    sidecar_path = _path(stem, ".json")
+    document = {**dict(sidecar), **meta}
+    sidecar_path.write_text(
+        json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    written.append(sidecar_path)
+    return written
+
+
+def _check_sidecar(sidecar: Any) -> None:
+    """The caller's sidecar is a JSON-serialisable dict that reuses none of morphml's keys."""
     if not isinstance(sidecar, Mapping):
         raise ModelConfigError(f"sidecar must be a dict. Got {type(sidecar).__name__}.")
     clash = sorted(set(sidecar) & _RESERVED_KEYS)
@@ -313,7 +344,10 @@ def save_model(model: Any, path_stem: Path | str, *, sidecar: Mapping[str, Any])
             f"sidecar must be JSON-serialisable (str, numbers, lists, dicts): {exc}"
         ) from exc
 
-    stem = Path(path_stem)
+
+def _describe(model: Any) -> tuple[dict[str, Any], Any, Any, dict[str, Any] | None]:
+    """morphml's sidecar keys (but ``files``), the inner estimator, what skops saves (the
+    model, or an XGBoost model's skeleton) and the plain coefficients of a linear model."""
     final, inner = _final_and_inner(model)
     feature_ids = getattr(model, "feature_names_in_", None)
     meta: dict[str, Any] = {
@@ -332,17 +366,22 @@ def save_model(model: Any, path_stem: Path | str, *, sidecar: Mapping[str, Any])
         "n_features": int(getattr(model, "n_features_in_", 0)) or None,
         "library_versions": _library_versions(),
     }
-    coefficients = None
     if _is_xgboost(inner):
         meta["estimator_kind"] = "xgboost"
         meta["xgboost_params"] = _json_safe_params(inner.get_params())
-        skeleton = _xgb_skeleton(model)
-    else:
-        meta["estimator_kind"] = "skops"
-        skeleton = model
-        coefficients = _coefficients(model)
+        return meta, inner, _xgb_skeleton(model), None
+    meta["estimator_kind"] = "skops"
+    return meta, inner, model, _coefficients(model)
 
-    stem.parent.mkdir(parents=True, exist_ok=True)
+
+def _write_files(
+    stem: Path,
+    meta: dict[str, Any],
+    inner: Any,
+    skeleton: Any,
+    coefficients: dict[str, Any] | None,
+) -> list[Path]:
+    """The model files (not the sidecar) in the order the sidecar lists them."""
     written: list[Path] = []
     if meta["estimator_kind"] == "xgboost":
         booster_path = _path(stem, ".ubj")
@@ -352,23 +391,16 @@ def save_model(model: Any, path_stem: Path | str, *, sidecar: Mapping[str, Any])
             pre_path = _path(stem, ".preprocess.skops")
             sio.dump(skeleton, pre_path, compression=zipfile.ZIP_DEFLATED)
             written.append(pre_path)
-    else:
-        skops_path = _path(stem, ".skops")
-        sio.dump(skeleton, skops_path, compression=zipfile.ZIP_DEFLATED)
-        written.append(skops_path)
-        if coefficients is not None:
-            coef_path = _path(stem, ".coef.json")
-            coef_path.write_text(
-                json.dumps(coefficients, indent=2, allow_nan=False) + "\n", encoding="utf-8"
-            )
-            written.append(coef_path)
-    meta["files"] = {path.name: _sha256(path) for path in written}
-    sidecar_path = _path(stem, ".json")
-    document = {**dict(sidecar), **meta}
-    sidecar_path.write_text(
-        json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8"
-    )
-    written.append(sidecar_path)
+        return written
+    skops_path = _path(stem, ".skops")
+    sio.dump(skeleton, skops_path, compression=zipfile.ZIP_DEFLATED)
+    written.append(skops_path)
+    if coefficients is not None:
+        coef_path = _path(stem, ".coef.json")
+        coef_path.write_text(
+            json.dumps(coefficients, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+        )
+        written.append(coef_path)
     return written
 
 
@@ -433,7 +465,8 @@ def _load_skops(path: Path) -> Any:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:  # skops raises several types for damaged archives
         raise ModelFileError(f"{path}: not a readable skops file ({exc}).") from exc
-    refused = sorted(t for t in untrusted if t not in TRUSTED_TYPES)
+    trusted = trusted_types()
+    refused = sorted(t for t in untrusted if t not in trusted)
     if refused:
         raise UntrustedModelError(
             f"{path}: refusing to load types outside morphml's allow-list: "
@@ -486,7 +519,7 @@ def load_model(path_stem: Path | str, *, device: str = "cpu") -> tuple[Any, dict
     """Load a model saved by :func:`save_model`.
 
     skops files are opened only when every type they contain is trusted by skops or on
-    :data:`TRUSTED_TYPES`; file checksums must match the sidecar.
+    :func:`trusted_types`; file checksums must match the sidecar.
 
     Parameters
     ----------

@@ -225,7 +225,8 @@ def fit_transfer(
         Use a pretrain run marked stale (a subject it was trained on withdrew).
     """
     from morphml.evaluation import compare_representations
-    from morphml.transfer import REPRESENTATIONS, HeadFactory
+    from morphml.registry import representation_names
+    from morphml.transfer import HeadFactory
 
     run_dir = Path(out)
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -240,7 +241,7 @@ def fit_transfer(
         reference=inputs.reference, reference_adaptation=config.reference_adaptation,
         reference_new_sites="prior" if config.harmonize.new_sites == "adapt" else "refuse",
     )  # fmt: skip
-    names: list[str] = [r for r in REPRESENTATIONS if r in config.representations]
+    names: list[str] = [r for r in representation_names() if r in config.representations]
     builders: dict[str, Any] = {
         name: (lambda seed, name=name: factory.build(name, seed, bases=names)) for name in names
     }
@@ -279,7 +280,7 @@ def _read_inputs(
     kind = "classification" if config.target.type == "binary" else "regression"
     reference = None
     if config.reference:
-        from morphml.transfer._reference import load_reference, reference_columns
+        from morphml.transfer import load_reference, reference_columns
 
         reference = load_reference(config.reference)
         X = pd.concat([X, reference_columns(db, config.cohort, reference, X.index)], axis=1)
@@ -384,7 +385,7 @@ def _write_transfer_run(
     }  # fmt: skip
     metrics["seconds"] = {k: round(v, 2) for k, v in comparison.seconds.items()}
     if inputs.reference is not None:
-        from morphml.transfer._reference import reference_summary
+        from morphml.transfer import reference_summary
 
         ref_facts = reference_summary(
             inputs.reference, inputs.X, y, kind=kind, folder=Path(str(config.reference)).name

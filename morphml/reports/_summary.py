@@ -22,6 +22,7 @@ import pandas as pd
 from morphml._version import __version__
 from morphml.config import PretrainConfig, TransferConfig, parse_config
 from morphml.exceptions import DatabaseError, MorphmlError, ReportError
+from morphml.registry import representation
 from morphml.reports._cohort import (
     SEX_LABELS,
     age_histogram,
@@ -61,20 +62,14 @@ SEX_METRICS = (
     ("calibration_intercept", "calibration intercept"),
 )
 
-#: what each transfer representation feeds the small model (see morphml.transfer)
-REPRESENTATIONS = {
-    "raw": "the morphometric features themselves (the baseline every other is compared with)",
-    "brain_age_gap": "the pretrained brain-age model's gap (predicted minus true age)",
-    "sex_score": "the pretrained sex model's score",
-    "leaf_embedding": "the leaves the pretrained XGBoost trees put each scan in",
-    "warm_start": "XGBoost trees grown on top of the pretrained model",
-    "warm_start_base_margin": "XGBoost with the pretrained prediction as base margin",
-    "normative_z": "deviations from a normative model of the pretraining cohort (z-scores)",
-    "linear_projection": "principal components of the pretraining cohort",
-    "stacked": "all the above stacked",
-    "reference_z": "deviations from a published reference model (z-scores on its own scale, "
-    "with counts of extreme deviations)",
-}
+
+def representation_description(name: str) -> str:
+    """What a transfer representation feeds the small model (its registry entry's
+    description; the name itself for one no longer registered)."""
+    try:
+        return representation(name).description
+    except ValueError:
+        return name
 
 
 # --- small helpers --------------------------------------------------------------------------
@@ -630,7 +625,7 @@ def _transfer(
         "protocol": config.protocol.model_dump(mode="json"),
         "covariates": list(config.covariates),
         "components": config.components,
-        "representations": {name: REPRESENTATIONS.get(name, name) for name in order},
+        "representations": {name: representation_description(name) for name in order},
         "seconds": metrics.get("seconds") or {},
         "reference": reference_section(run),
     }  # fmt: skip
@@ -702,18 +697,14 @@ def summarize(
     >>> summary["pretrain"]["performance"]["age"]["rows"][0]["mae"]  # doctest: +SKIP
     {'value': 6.31, 'ci': [6.02, 6.63]}
     """
-    from morphml.evaluation import stable_seed
-    from morphml.reports._importance import xgboost_importance
+    from morphml.reports._external import EXTERNAL_KIND, read_manifest_kind, summarize_external
     from morphml.reports._tripod import tripod_items
 
     run = Path(run_dir)
-    from morphml.reports._external import EXTERNAL_KIND, read_manifest_kind, summarize_external
-
     kind, raw_manifest = read_manifest_kind(run)
     if kind == EXTERNAL_KIND and raw_manifest is not None:
         return summarize_external(run, raw_manifest)
     manifest, config, metrics = _read_run(run)
-    warnings: list[str] = []
     summary: dict[str, Any] = {
         "format": FORMAT,
         "kind": manifest["kind"],
@@ -729,31 +720,58 @@ def summarize(
         "importance": [],
         "importance_note": None,
     }
-    if db is not None:
-        try:
-            facts, qc, record = cohort_from_db(
-                db, str(manifest.get("run_id")), list(manifest.get("scan_keys") or []),
-                config.cohort,
-            )  # fmt: skip
-        except (ReportError, DatabaseError):
-            raise
-        except MorphmlError as err:
-            raise ReportError(f"the database does not fit this run's cohort: {err}") from None
-        summary["cohort"], summary["qc"], summary["database"] = facts, qc, record
-        if record["stale"]:
-            warnings.append(
-                f"The run is marked stale in the database ({record['reason']}): its results "
-                "can no longer be reproduced from this database."
-            )
-        if not record["recorded"]:
-            warnings.append(
-                "The run is not recorded in this database: was it fitted on another database?"
-            )
-        if record["n_scans_missing"]:
-            warnings.append(
-                f"{record['n_scans_missing']} of the run's scans are no longer in the database; "
-                "cohort facts count the scans still there."
-            )
+    warnings = [] if db is None else _database_part(summary, db, manifest, config)
+    warnings += _config_warnings(manifest, config)
+    if isinstance(config, PretrainConfig):
+        warnings += _pretrain_part(summary, run, manifest, config, metrics, db)
+    else:
+        warnings += _transfer_part(summary, run, manifest, config, metrics)
+    summary["warnings"] = warnings
+    summary["tripod"] = tripod_items(summary)
+    out: dict[str, Any] = json_safe(summary)
+    return out
+
+
+def _database_part(
+    summary: dict[str, Any],
+    db: str | os.PathLike[str],
+    manifest: dict[str, Any],
+    config: PretrainConfig | TransferConfig,
+) -> list[str]:
+    """Fill the cohort facts counted from the database; its warnings."""
+    try:
+        facts, qc, record = cohort_from_db(
+            db, str(manifest.get("run_id")), list(manifest.get("scan_keys") or []),
+            config.cohort,
+        )  # fmt: skip
+    except (ReportError, DatabaseError):
+        raise
+    except MorphmlError as err:
+        raise ReportError(f"the database does not fit this run's cohort: {err}") from None
+    summary["cohort"], summary["qc"], summary["database"] = facts, qc, record
+    warnings: list[str] = []
+    if record["stale"]:
+        warnings.append(
+            f"The run is marked stale in the database ({record['reason']}): its results "
+            "can no longer be reproduced from this database."
+        )
+    if not record["recorded"]:
+        warnings.append(
+            "The run is not recorded in this database: was it fitted on another database?"
+        )
+    if record["n_scans_missing"]:
+        warnings.append(
+            f"{record['n_scans_missing']} of the run's scans are no longer in the database; "
+            "cohort facts count the scans still there."
+        )
+    return warnings
+
+
+def _config_warnings(
+    manifest: dict[str, Any], config: PretrainConfig | TransferConfig
+) -> list[str]:
+    """Warnings from the run's choices: a stale pretrain run used, the outcome in ComBat."""
+    warnings: list[str] = []
     stale = (manifest.get("pretrained") or {}).get("stale")
     if stale:
         warnings.append(
@@ -774,58 +792,82 @@ def summarize(
             "outcome set to its training mean at transform, so no test outcome was read, but "
             "the harmonised features depend on the training outcomes."
         )
-    if isinstance(config, PretrainConfig):
-        harm = metrics.get("harmonization")
-        if harm or spec.method != "none":
-            summary["harmonization"] = {
-                "method": spec.method, "covariates": list(spec.covariates),
-                "parametric": spec.parametric, "age_spline_df": spec.age_spline_df,
-                "reference_site": spec.reference_site,
-                "allow_outcome_covariate": spec.allow_outcome_covariate,
-                "diagnostics": harm,
-            }  # fmt: skip
-        confounding = metrics.get("site_confounding") or {}
-        summary["features"]["site_confounding"] = confounding or None
-        if confounding.get("warning"):
-            warnings.append(f"Site–outcome confounding: {confounding['warning']}.")
-        section, preds = _pretrain(run, manifest, config, metrics)
-        summary["pretrain"] = section
-        if summary["cohort"].get("age_histogram") is None:
-            summary["cohort"]["age_histogram"] = _age_histogram_from_predictions(preds)
-        X = None
-        if db is not None:
-            X, matches = _pretrain_training_matrix(db, config, manifest)
-            summary["database"]["feature_matrix_matches"] = matches
-            if not matches:
-                warnings.append(
-                    "The database's feature matrix for this cohort no longer hashes to the "
-                    "run's feature_matrix_hash (scans changed, withdrawn or added): mean |SHAP| "
-                    "is computed on the data as they are now. Run 'morphml audit'."
-                )
-        summary["importance"] = xgboost_importance(
-            run, manifest, X, seed=stable_seed(config.seed, "report-shap")
-        )
-        if summary["importance"] and X is None:
-            summary["importance_note"] = (
-                "Mean |SHAP| needs the training data: give the database (--db) to add it."
-            )
-    else:
-        summary["transfer"] = _transfer(run, manifest, config, metrics)
-        if spec.method != "none" or summary["transfer"]["target"]["new_sites"]:
-            summary["harmonization"] = {
-                "method": spec.method, "new_sites": spec.new_sites,
-                "new_target_sites": summary["transfer"]["target"]["new_sites"],
-                "allow_outcome_covariate": spec.allow_outcome_covariate, "diagnostics": None,
-            }  # fmt: skip
-        sel = summary["transfer"]["selected"]
-        if sel:
+    return warnings
+
+
+def _pretrain_part(
+    summary: dict[str, Any],
+    run: Path,
+    manifest: dict[str, Any],
+    config: PretrainConfig,
+    metrics: dict[str, Any],
+    db: str | os.PathLike[str] | None,
+) -> list[str]:
+    """Fill a pretrain run's harmonisation, performance and importance; its warnings."""
+    from morphml.evaluation import stable_seed
+    from morphml.reports._importance import xgboost_importance
+
+    warnings: list[str] = []
+    spec = config.harmonize
+    harm = metrics.get("harmonization")
+    if harm or spec.method != "none":
+        summary["harmonization"] = {
+            "method": spec.method, "covariates": list(spec.covariates),
+            "parametric": spec.parametric, "age_spline_df": spec.age_spline_df,
+            "reference_site": spec.reference_site,
+            "allow_outcome_covariate": spec.allow_outcome_covariate,
+            "diagnostics": harm,
+        }  # fmt: skip
+    confounding = metrics.get("site_confounding") or {}
+    summary["features"]["site_confounding"] = confounding or None
+    if confounding.get("warning"):
+        warnings.append(f"Site–outcome confounding: {confounding['warning']}.")
+    section, preds = _pretrain(run, manifest, config, metrics)
+    summary["pretrain"] = section
+    if summary["cohort"].get("age_histogram") is None:
+        summary["cohort"]["age_histogram"] = _age_histogram_from_predictions(preds)
+    X = None
+    if db is not None:
+        X, matches = _pretrain_training_matrix(db, config, manifest)
+        summary["database"]["feature_matrix_matches"] = matches
+        if not matches:
             warnings.append(
-                f"The selected representation ({sel.get('representation')}) was chosen as the "
-                f"best of {len(summary['transfer']['learning_curve'])} on the same splits; its "
-                "score is not adjusted for that selection, and the permutation p-value, when "
-                "computed, is for this representation alone."
+                "The database's feature matrix for this cohort no longer hashes to the "
+                "run's feature_matrix_hash (scans changed, withdrawn or added): mean |SHAP| "
+                "is computed on the data as they are now. Run 'morphml audit'."
             )
-    summary["warnings"] = warnings
-    summary["tripod"] = tripod_items(summary)
-    out: dict[str, Any] = json_safe(summary)
-    return out
+    summary["importance"] = xgboost_importance(
+        run, manifest, X, seed=stable_seed(config.seed, "report-shap")
+    )
+    if summary["importance"] and X is None:
+        summary["importance_note"] = (
+            "Mean |SHAP| needs the training data: give the database (--db) to add it."
+        )
+    return warnings
+
+
+def _transfer_part(
+    summary: dict[str, Any],
+    run: Path,
+    manifest: dict[str, Any],
+    config: TransferConfig,
+    metrics: dict[str, Any],
+) -> list[str]:
+    """Fill a transfer run's comparison and harmonisation; its warnings."""
+    spec = config.harmonize
+    summary["transfer"] = _transfer(run, manifest, config, metrics)
+    if spec.method != "none" or summary["transfer"]["target"]["new_sites"]:
+        summary["harmonization"] = {
+            "method": spec.method, "new_sites": spec.new_sites,
+            "new_target_sites": summary["transfer"]["target"]["new_sites"],
+            "allow_outcome_covariate": spec.allow_outcome_covariate, "diagnostics": None,
+        }  # fmt: skip
+    sel = summary["transfer"]["selected"]
+    if not sel:
+        return []
+    return [
+        f"The selected representation ({sel.get('representation')}) was chosen as the "
+        f"best of {len(summary['transfer']['learning_curve'])} on the same splits; its "
+        "score is not adjusted for that selection, and the permutation p-value, when "
+        "computed, is for this representation alone."
+    ]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from morphml.registry import model_types
+
 __all__ = ["TRIPOD_ITEMS", "tripod_items"]
 
 #: (item, section, topic, what it asks, paraphrased)
@@ -125,7 +127,6 @@ def _facts(summary: dict[str, Any]) -> dict[str, str]:
     cohort = summary.get("cohort") or {}
     feats = summary.get("features") or {}
     qc = summary.get("qc")
-    run = summary.get("run") or {}
     harm = summary.get("harmonization")
     facts: dict[str, str] = {}
     n_scans, n_subj = cohort.get("n_scans"), cohort.get("n_subjects")
@@ -163,6 +164,10 @@ def _facts(summary: dict[str, Any]) -> dict[str, str]:
         f"{len(sites)} site(s): {_counts(sites)}. Setting (e.g. secondary care, research "
         "cohort): for the authors."
     )
+    facts["20b"] = (
+        f"{_n(n_scans)} scans of {_n(n_subj)} people; sex {sexes}; {age_text}; sources "
+        f"{sources}; software {software}. Per-source tables: see the Cohort section."
+    )
     prep = [
         "FreeSurfer/FastSurfer stats tables read into canonical feature ids "
         "{atlas}.{hemi}.{region}.{measure}; identifying headers dropped at ingest",
@@ -184,6 +189,22 @@ def _facts(summary: dict[str, Any]) -> dict[str, str]:
     if harm and harm.get("method") == "combat":
         prep.append("ComBat site harmonisation fitted inside each training fold")
     facts["7"] = "; ".join(prep) + ". Similarity across sociodemographic groups: for the authors."
+    facts.update(_predictor_facts(summary))
+    if kind == "pretrain":
+        facts.update(_pretrain_facts(summary))
+    elif kind == "transfer":
+        facts.update(_transfer_facts(summary))
+    return facts
+
+
+def _predictor_facts(summary: dict[str, Any]) -> dict[str, str]:
+    """Predictors, participants and code (items 9, 20b, 18e-f), for either kind of run."""
+    cohort = summary.get("cohort") or {}
+    feats = summary.get("features") or {}
+    fspec = feats.get("spec") or {}
+    run = summary.get("run") or {}
+    software = _counts(cohort.get("software"))
+    facts: dict[str, str] = {}
     atlases = ", ".join(
         (feats.get("atlas_descriptions") or {}).get(a, a) for a in feats.get("atlases") or {}
     )
@@ -205,10 +226,6 @@ def _facts(summary: dict[str, Any]) -> dict[str, str]:
         "Predictors come from automated segmentation without subjective interpretation; "
         "state any manual edits of segmentations (authors)."
     )
-    facts["20b"] = (
-        f"{_n(n_scans)} scans of {_n(n_subj)} people; sex {sexes}; {age_text}; sources "
-        f"{sources}; software {software}. Per-source tables: see the Cohort section."
-    )
     code = [f"morphml {run.get('morphml_version') or '?'}"]
     if run.get("git_commit"):
         code.append(f"git commit {run['git_commit']}")
@@ -222,10 +239,6 @@ def _facts(summary: dict[str, Any]) -> dict[str, str]:
         "The database holds pseudonymised morphometry only (keyed pseudonyms, no visit dates). "
         "Availability and access conditions: for the authors."
     )
-    if kind == "pretrain":
-        facts.update(_pretrain_facts(summary))
-    elif kind == "transfer":
-        facts.update(_transfer_facts(summary))
     return facts
 
 
@@ -233,13 +246,10 @@ def _pretrain_facts(summary: dict[str, Any]) -> dict[str, str]:
     cfg = summary.get("config") or {}
     pre = summary.get("pretrain") or {}
     cohort = summary.get("cohort") or {}
-    qc = summary.get("qc")
     fspec = (summary.get("features") or {}).get("spec") or {}
     val = pre.get("validation") or {}
-    tun = pre.get("tuning") or {}
     models = cfg.get("models") or {}
     targets = pre.get("targets") or []
-    perf = pre.get("performance") or {}
     facts: dict[str, str] = {}
     what = " and ".join(
         {"age": "brain age (age at scan, regression)", "sex": "sex (classification)"}[t]
@@ -275,6 +285,21 @@ def _pretrain_facts(summary: dict[str, Any]) -> dict[str, str]:
         "training folds (linear models) or routed by the trees (XGBoost). Scans without the "
         "outcome are refused (the cohort must have it for every scan)."
     )
+    facts.update(_pretrain_method_facts(summary, model_text))
+    facts.update(_pretrain_result_facts(summary))
+    return facts
+
+
+def _pretrain_method_facts(summary: dict[str, Any], model_text: str) -> dict[str, str]:
+    """A pretrain run's analysis methods (items 12-16)."""
+    cfg = summary.get("config") or {}
+    pre = summary.get("pretrain") or {}
+    fspec = (summary.get("features") or {}).get("spec") or {}
+    val = pre.get("validation") or {}
+    tun = pre.get("tuning") or {}
+    models = [m for t, names in (cfg.get("models") or {}).items()
+              if t in (pre.get("targets") or []) for m in names]  # fmt: skip
+    facts: dict[str, str] = {}
     schemes = val.get("schemes") or []
     scheme_text = {
         "kfold": f"{val.get('folds')}-fold cross-validation keeping each person's scans "
@@ -303,7 +328,7 @@ def _pretrain_facts(summary: dict[str, Any]) -> dict[str, str]:
         + (
             f"; XGBoost's number of trees set by early stopping on the inner folds (patience "
             f"{tun['early_stopping_rounds']} rounds, refit with their mean)"
-            if tun.get("early_stopping_rounds") and "xgboost" in model_text.lower()
+            if tun.get("early_stopping_rounds") and _early_stopped(models)
             else ""
         )
         + "; internal validation as in 12a. Rationale for the model types: for the authors."
@@ -346,6 +371,22 @@ def _pretrain_facts(summary: dict[str, Any]) -> dict[str, str]:
         + (", except the external source" if "external" in schemes else "")
         + "."
     )
+    return facts
+
+
+def _early_stopped(models: list[str]) -> bool:
+    """Whether one of these model types has its number of trees set by early stopping."""
+    types = {m.name: m for m in model_types()}
+    return any(m in types and types[m].early_stopped_space is not None for m in models)
+
+
+def _pretrain_result_facts(summary: dict[str, Any]) -> dict[str, str]:
+    """A pretrain run's results and usability (items 20-27)."""
+    pre = summary.get("pretrain") or {}
+    cohort = summary.get("cohort") or {}
+    qc = summary.get("qc")
+    perf = pre.get("performance") or {}
+    facts: dict[str, str] = {}
     facts["20a"] = (
         (f"{qc.get('n_candidates')} scans met the cohort rules before QC; "
          f"{qc.get('n_excluded')} were excluded by QC; " if qc else "")
@@ -389,8 +430,6 @@ def _transfer_facts(summary: dict[str, Any]) -> dict[str, str]:
     tr = summary.get("transfer") or {}
     target = tr.get("target") or {}
     proto = tr.get("protocol") or {}
-    cohort = summary.get("cohort") or {}
-    qc = summary.get("qc")
     run = summary.get("run") or {}
     pre = run.get("pretrained") or {}
     sel = tr.get("selected") or {}
@@ -475,6 +514,18 @@ def _transfer_facts(summary: dict[str, Any]) -> dict[str, str]:
         "people are refused if they were in it. Differences in setting and eligibility: for "
         "the authors."
     )
+    facts.update(_transfer_result_facts(summary))
+    return facts
+
+
+def _transfer_result_facts(summary: dict[str, Any]) -> dict[str, str]:
+    """A transfer run's results and usability (items 20-27)."""
+    tr = summary.get("transfer") or {}
+    target = tr.get("target") or {}
+    cohort = summary.get("cohort") or {}
+    qc = summary.get("qc")
+    sel = tr.get("selected") or {}
+    facts: dict[str, str] = {}
     facts["20a"] = (
         (f"{qc.get('n_candidates')} scans met the cohort rules before QC; "
          f"{qc.get('n_excluded')} excluded by QC; " if qc else "")

@@ -6,7 +6,12 @@ The comparison protocol that scores them against ``raw`` lives in :mod:`morphml.
 from morphml.transfer._heads import HeadFactory
 from morphml.transfer._normative import NormativeModel
 from morphml.transfer._pretrained import META_PREFIX, PretrainedModel, PretrainedRun, meta_columns
-from morphml.transfer._reference import ReferenceZ
+from morphml.transfer._reference import (
+    ReferenceZ,
+    load_reference,
+    reference_columns,
+    reference_summary,
+)
 from morphml.transfer._representations import (
     REPRESENTATIONS,
     BrainAgeGap,
@@ -41,5 +46,8 @@ __all__ = [
     "WarmStartBooster",
     "WarmStartClassifier",
     "WarmStartRegressor",
+    "load_reference",
     "meta_columns",
+    "reference_columns",
+    "reference_summary",
 ]

@@ -22,15 +22,10 @@ from sklearn.preprocessing import StandardScaler
 
 from morphml.exceptions import TransferError
 from morphml.models import MedianImputer
+from morphml.registry import RepresentationType, representation, resolve
 from morphml.transfer._normative import NormativeModel
 from morphml.transfer._pretrained import PretrainedRun
 from morphml.transfer._representations import (
-    BrainAgeGap,
-    LeafEmbedding,
-    LinearProjection,
-    NormativeZ,
-    RawFeatures,
-    SexScore,
     StackedModel,
     WarmStartClassifier,
     WarmStartRegressor,
@@ -47,6 +42,13 @@ ROUNDS_GRID = (10, 40)
 Z_C_GRID = (0.001, 0.01, 0.1)
 #: ridge alpha for the same
 Z_ALPHA_GRID = (10.0, 100.0, 1000.0)
+
+
+def _entry(name: str) -> RepresentationType:
+    try:
+        return representation(name)
+    except ValueError as err:
+        raise TransferError(str(err)) from None
 
 
 class _FoldSearch(BaseEstimator):
@@ -194,27 +196,12 @@ class HeadFactory:
     reference_new_sites: str = "prior"
 
     def _rep(self, name: str) -> Any:
-        run, cov = self.pretrained, self.covariates
-        if name == "raw":
-            return RawFeatures(pretrained=run, covariates=cov)
-        if name == "brain_age_gap":
-            return BrainAgeGap(pretrained=run, covariates=cov)
-        if name == "sex_score":
-            return SexScore(pretrained=run, covariates=cov)
-        if name == "normative_z":
-            return NormativeZ(pretrained=run, normative=self.normative, covariates=cov)
-        if name == "linear_projection":
-            return LinearProjection(pretrained=run, components=self.components, covariates=cov)
-        if name == "leaf_embedding":
-            return LeafEmbedding(pretrained=run, covariates=cov)
-        if name == "reference_z":
-            from morphml.transfer._reference import ReferenceZ
-
-            return ReferenceZ(
-                reference=self.reference, adaptation=self.reference_adaptation,
-                new_sites=self.reference_new_sites, covariates=cov,
-            )  # fmt: skip
-        raise TransferError(f"unknown representation {name!r}")
+        """The feature block of a representation, built as its registry entry says."""
+        entry = _entry(name)
+        if entry.block is None:
+            raise TransferError(f"representation {name!r} has no feature block")
+        inputs = {key: getattr(self, attribute) for key, attribute in entry.inputs.items()}
+        return resolve(entry.block)(**inputs)
 
     def _linear(self, seed: int, penalty: float | None = None) -> Any:
         if self.kind == "classification":
@@ -223,9 +210,10 @@ class HeadFactory:
 
     def _pipeline(self, name: str, seed: int, penalty: float | None = None) -> Pipeline:
         rep = self._rep(name)
-        if name == "leaf_embedding":  # sparse one-hot: no imputation or centring
+        head = _entry(name).head
+        if head == "sparse":  # e.g. one-hot leaves: no imputation or centring
             return Pipeline([("rep", rep), ("model", self._linear(seed, penalty))])
-        if name == "reference_z":  # z on the reference's own scale: no per-feature scaling
+        if head == "own_scale":  # e.g. z on a reference's own scale: no per-feature scaling
             default = Z_C_GRID[1] if self.kind == "classification" else Z_ALPHA_GRID[1]
             return Pipeline([("rep", rep), ("model", self._linear(seed, penalty or default))])
         return Pipeline([
@@ -235,11 +223,17 @@ class HeadFactory:
 
     def _warm(self, name: str, seed: int, n_rounds: int = 20) -> Any:
         cls = WarmStartClassifier if self.kind == "classification" else WarmStartRegressor
-        variant = "base_margin" if name == "warm_start_base_margin" else "continue"
+        variant = _entry(name).options.get("variant", "continue")
         return cls(
             pretrained=self.pretrained, source="age", variant=variant, kind=self.kind,
             n_rounds=n_rounds, random_state=seed,
         )  # fmt: skip
+
+    def _base(self, name: str, seed: int) -> Any:
+        """The untuned model of a representation, as a base of ``stacked``."""
+        if _entry(name).head == "warm_start":
+            return self._warm(name, seed)
+        return self._pipeline(name, seed)
 
     def _cv(self, seed: int) -> Any:
         if self.kind == "classification":
@@ -247,22 +241,20 @@ class HeadFactory:
         return KFold(self.inner_folds, shuffle=True, random_state=seed)
 
     def build(self, name: str, seed: int, *, bases: list[str] | None = None) -> Any:
-        """The tuned model of one representation (``stacked`` stacks ``bases``)."""
-        if name in ("warm_start", "warm_start_base_margin"):
+        """The tuned model of one representation (a ``stacked`` head stacks ``bases``)."""
+        head = _entry(name).head
+        if head == "warm_start":
             return RoundsSearch(
                 self._warm(name, seed), values=ROUNDS_GRID, cv=self._cv(seed), kind=self.kind
             )
-        if name == "stacked":
-            names = [b for b in (bases or []) if b != "stacked"]
-            estimators = [
-                (b, self._warm(b, seed) if b.startswith("warm_start") else self._pipeline(b, seed))
-                for b in names
-            ]
+        if head == "stacked":
+            names = [b for b in (bases or []) if _entry(b).head != "stacked"]
+            estimators = [(b, self._base(b, seed)) for b in names]
             return StackedModel(
                 estimators=estimators, kind=self.kind, cv=self.inner_folds, random_state=seed
             )
         classify = self.kind == "classification"
-        grids = (Z_C_GRID, Z_ALPHA_GRID) if name == "reference_z" else (C_GRID, ALPHA_GRID)
+        grids = (Z_C_GRID, Z_ALPHA_GRID) if head == "own_scale" else (C_GRID, ALPHA_GRID)
         return PenaltySearch(
             self._pipeline(name, seed), param="C" if classify else "alpha",
             values=grids[0] if classify else grids[1], cv=self._cv(seed), kind=self.kind,

@@ -27,6 +27,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from morphml.exceptions import TransferError
+from morphml.registry import model_names, model_types, representation_names
 from morphml.transfer._normative import NormativeModel
 from morphml.transfer._pretrained import META_PREFIX, PretrainedModel, PretrainedRun
 
@@ -43,19 +44,9 @@ __all__ = [
     "WarmStartBooster",
 ]
 
-#: representation names in the order they are reported
-REPRESENTATIONS = (
-    "raw",
-    "brain_age_gap",
-    "sex_score",
-    "leaf_embedding",
-    "warm_start",
-    "warm_start_base_margin",
-    "normative_z",
-    "reference_z",
-    "linear_projection",
-    "stacked",
-)
+#: built-in representation names in the order they are reported (``morphml.registry``'s
+#: ``representation_names`` also lists those registered later)
+REPRESENTATIONS = representation_names()
 
 
 def _meta(X: pd.DataFrame, name: str) -> np.ndarray:
@@ -138,7 +129,7 @@ class RawFeatures(_Representation):
 
 
 def _age_models(run: PretrainedRun) -> list[PretrainedModel]:
-    models = [m for f in ("ridge", "xgboost") if (m := run.get("age", f)) is not None]
+    models = [m for f in model_names("age") if (m := run.get("age", f)) is not None]
     if not models:
         raise TransferError(f"pretrain run {run.run_dir} has no age model")
     return models
@@ -242,7 +233,7 @@ class LinearProjection(_Representation):
         run = self._check()
         cols = [
             _cached(m, "score", X)
-            for f in ("ridge", "logistic", "elasticnet")
+            for f in (m.name for m in model_types() if m.linear)
             for m in [run.get("age", f) or run.get("sex", f)]
             if m is not None
         ]
