@@ -1,7 +1,8 @@
-"""The public Python API: ``morphml.fit(config)`` and ``morphml.predict(run_dir)``.
+"""The public Python API: ``morphml.ingest(paths)``, ``morphml.fit(config)`` and
+``morphml.predict(run_dir)``.
 
-The same calls the ``morphml fit`` and ``morphml predict`` commands make. The pipelines they
-run are imported when they are called, so ``import morphml`` stays light.
+The same calls the ``morphml ingest``, ``morphml fit`` and ``morphml predict`` commands
+make. What they run is imported when they are called, so ``import morphml`` stays light.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from morphml.config import PretrainConfig, TransferConfig
+    from morphml.db import IngestSummary
     from morphml.pipelines import RunResult, TransferResult
 
-__all__ = ["fit", "predict"]
+__all__ = ["fit", "ingest", "predict"]
 
 PathLike = str | os.PathLike[str]
 
@@ -156,3 +158,46 @@ def predict(
     if out is not None:
         return predict_run(run_dir, db=db, source=source, out=out, allow_stale=allow_stale)
     return predictions(run_dir, db=db, source=source, allow_stale=allow_stale)
+
+
+def ingest(
+    paths: PathLike | list[PathLike],
+    *,
+    source: str,
+    db: PathLike | None = None,
+    quality_control: bool = True,
+    **options: Any,
+) -> IngestSummary:
+    """Ingest stats folders or tables into the database in one transaction, with QC.
+
+    What ``morphml ingest`` does: :func:`morphml.db.ingest` with the QC rules of
+    :func:`morphml.qc.qc_at_ingest` run on the new scans inside the same transaction (the
+    database layer itself knows nothing of QC).
+
+    Parameters
+    ----------
+    paths : path-like or list of path-like
+        Subject folders, folders of subjects, or tables (see :func:`morphml.db.ingest`).
+    source : str
+        The data source's name (pseudonyms are keyed by it).
+    db : path-like, optional
+        The database (``MORPHML_DB``, then ``morphml.duckdb``, by default; created if missing).
+    quality_control : bool, default True
+        Flag the new scans with the QC rules (``morphml qc`` can do it later when False).
+    **options
+        Every other keyword of :func:`morphml.db.ingest` (``participants``, ``column_map``,
+        ``key_file``, ``jobs``, ``on_error``, ...).
+
+    Examples
+    --------
+    >>> import morphml
+    >>> summary = morphml.ingest("/data/subjects", source="hospital",
+    ...                          participants="participants.tsv",
+    ...                          column_map="participants.yaml")  # doctest: +SKIP
+    """
+    from morphml.db import ingest as ingest_into
+    from morphml.qc import qc_at_ingest
+
+    listed = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    qc = qc_at_ingest if quality_control else None
+    return ingest_into(listed, source=source, db=db, quality_control=qc, **options)

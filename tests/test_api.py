@@ -100,3 +100,30 @@ def test_import_morphml_stays_light() -> None:
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
     heavy = {"numpy", "pandas", "sklearn", "xgboost", "optuna", "duckdb", "pydantic", "click"}
     assert not loaded & heavy, sorted(loaded & heavy)
+
+
+def test_ingest_runs_qc_in_the_transaction_like_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import morphml.qc
+    from tests.test_fit import MAP, synthetic_table
+
+    seen: list[int] = []
+    real = morphml.qc.qc_at_ingest
+
+    def recording(con, keys):  # type: ignore[no-untyped-def]
+        # inside the ingest's transaction: the new scans are visible before the commit
+        seen.append(con.execute("SELECT count(*) FROM scans").fetchone()[0])
+        return real(con, keys)
+
+    monkeypatch.setattr(morphml.qc, "qc_at_ingest", recording)
+    synthetic_table(tmp_path / "train.csv", 60, ["A", "B"], seed=3)
+    (tmp_path / "map.yaml").write_text(MAP)
+    key = tmp_path / "key"
+    summary = morphml.ingest(tmp_path / "train.csv", source="train", db=tmp_path / "a.duckdb",
+                             column_map=tmp_path / "map.yaml", key_file=key)  # fmt: skip
+    assert summary.n_new == 60 and seen == [60]
+    bare = morphml.ingest([tmp_path / "train.csv"], source="train", db=tmp_path / "b.duckdb",
+                          column_map=tmp_path / "map.yaml", key_file=key,
+                          quality_control=False)  # fmt: skip
+    assert bare.n_new == 60 and seen == [60]  # not run again
