@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 from sklearn.utils.extmath import randomized_svd
 
+from morphml.io import SUBCORTICAL_GRAY
 from morphml.qc._report import QCFlag
 from morphml.qc._thresholds import QCThresholds
 
@@ -55,14 +56,7 @@ _BILATERAL = (
     "Lateral-Ventricle",
     "Cerebellum-White-Matter",
     "Cerebellum-Cortex",
-    "Thalamus",
-    "Caudate",
-    "Putamen",
-    "Pallidum",
-    "Hippocampus",
-    "Amygdala",
-    "Accumbens-area",
-    "VentralDC",
+    *SUBCORTICAL_GRAY,
 )
 MUST_EXIST_ASEG: tuple[str, ...] = (
     *(f"{side}-{name}" for side in ("Left", "Right") for name in _BILATERAL),
