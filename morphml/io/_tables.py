@@ -451,12 +451,12 @@ def _row_error(error: type[Exception], raw: _Raw, row: int, message: str) -> Exc
 
 
 def _raise_first(
-    error: type[Exception],
+    bad: np.ndarray,
+    detail: Callable[[int], str],
     raw: _Raw,
     rows: np.ndarray,
     column: str,
-    bad: np.ndarray,
-    detail: Callable[[int], str],
+    error: type[Exception] = TableImportError,
 ) -> None:
     """Raise :func:`_row_error` at the first data row where ``bad`` holds (``i`` its position
     in ``rows``): ``<file, row, column>: <detail(i)>``."""
@@ -542,16 +542,15 @@ def _to_float(
         if nan.any():
             bad |= nan & ~text.str.strip().isin(missing).to_numpy()
         _raise_first(
-            TableImportError,
-            raw,
-            rows,
-            column,
             bad,
             # called at once, inside this iteration
             lambda i: (
                 "expected a finite number (or an empty cell for a missing value), "
                 f"got {_short(str(text.iloc[i]))!r}"  # noqa: B023
             ),
+            raw,
+            rows,
+            column,
         )
         out[:, j] = values
     return out
@@ -1061,15 +1060,14 @@ def _parse_role(
             values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
             bad = (np.isnan(values) | np.isinf(values)) & ~is_missing
             _raise_first(
-                TableImportError,
-                raw,
-                rows,
-                column,
                 bad,
                 lambda i: (
                     f"phenotype {name!r} is continuous; "
                     f"expected a number, got {_short(text.iloc[i])!r}"
                 ),
+                raw,
+                rows,
+                column,
             )
             values[is_missing] = np.nan
             return pd.Series(values, index=text.index, dtype=np.float64)
@@ -1109,28 +1107,26 @@ def _check_ages(
 ) -> None:
     bad = np.isnan(ages) & ~is_missing
     _raise_first(
-        TableImportError,
-        raw,
-        rows,
-        column,
         bad,
         lambda i: (
             "expected age in years (a number)"
             + (f", got {_short(str(text.iloc[i]))!r}" if text is not None else "")
         ),
+        raw,
+        rows,
+        column,
     )
     with np.errstate(invalid="ignore"):
         out = (ages < 0) | (ages > 120)
     _raise_first(
-        TableImportError,
-        raw,
-        rows,
-        column,
         out,
         lambda i: (
             "expected age in years between 0 and 120"
             + (f", got {ages[i]:g}" if text is not None else "")
         ),
+        raw,
+        rows,
+        column,
     )
 
 
@@ -1147,16 +1143,16 @@ def _apply_coding(
     mapped = codes.map(coding)
     bad = mapped.isna().to_numpy() & ~is_missing
     _raise_first(
-        ColumnMapError,
-        raw,
-        rows,
-        column,
         bad,
         lambda i: (
             f"value {_short(str(text.iloc[i]))!r} is not in "
             f"the map's {key} (codes: {', '.join(repr(c) for c in coding)}); add it to {key} "
             "or correct the cell (or ingest with --on-error skip to leave the row out)"
         ),
+        raw,
+        rows,
+        column,
+        error=ColumnMapError,
     )
     return _with_none(mapped, is_missing)
 
@@ -1175,10 +1171,6 @@ def _derive_age(
         bad = parsed.isna().to_numpy() & ~is_missing
         # the cell is not shown: it is a date of birth or of a visit
         _raise_first(
-            TableImportError,
-            raw,
-            rows,
-            column,
             bad,
             lambda i: (
                 "expected a date "
@@ -1188,6 +1180,9 @@ def _derive_age(
                     else "in ISO 8601 form (YYYY-MM-DD) or a 'date_format' under 'identifying'"
                 )
             ),
+            raw,
+            rows,
+            column,
         )
         dates[key] = parsed
     days = (dates["scan_date"] - dates["birth_date"]).dt.days.to_numpy(dtype=np.float64)
