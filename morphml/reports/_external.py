@@ -13,8 +13,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from morphml.config import PretrainConfig, parse_config
 from morphml.exceptions import MorphmlError, ReportError
 from morphml.reports._cohort import SEX_LABELS, cohort_from_manifest
@@ -43,7 +41,7 @@ def summarize_external(run: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Summarise an external-validation folder written by ``morphml evaluate``."""
     from morphml._utils import read_yaml
     from morphml.evaluation import stable_seed
-    from morphml.reports._summary import _per_sex, _sex_curves
+    from morphml.reports._summary import _per_sex, _read_predictions, _sex_curves
     from morphml.reports._tripod import tripod_items
 
     raw = read_yaml(RunDir(run).config, ReportError, f"{run}: no config.yaml in the folder")
@@ -54,13 +52,7 @@ def summarize_external(run: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(config, PretrainConfig):
         raise ReportError(f"{run}: config.yaml is not a pretrain config")
     metrics = _read_json(RunDir(run).metrics, "the evaluation did not finish")
-    preds = None
-    path = RunDir(run).predictions
-    if path.is_file():
-        try:
-            preds = pd.read_parquet(path)
-        except (OSError, ValueError) as err:
-            raise ReportError(f"{path}: cannot be read ({err})") from None
+    preds = _read_predictions(run)
     evaluated = dict(manifest.get("evaluated") or {})
     per_sex, per_sex_note = _per_sex(preds, config)
     header = _header(run, manifest, config)

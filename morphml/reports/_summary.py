@@ -483,18 +483,23 @@ def _folds_by_scheme(manifest: dict[str, Any], preds: pd.DataFrame | None) -> di
     return {scheme: len(names) for scheme, names in folds.items()}
 
 
+def _read_predictions(run: Path) -> pd.DataFrame | None:
+    """The run's out-of-fold predictions; None when it wrote none."""
+    path = RunDir(run).predictions
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:
+        raise ReportError(f"{path}: cannot be read ({err})") from None
+
+
 def _pretrain(
     run: Path, manifest: dict[str, Any], config: PretrainConfig, metrics: dict[str, Any]
 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
     from morphml.evaluation import stable_seed
 
-    preds = None
-    path = RunDir(run).predictions
-    if path.is_file():
-        try:
-            preds = pd.read_parquet(path)
-        except (OSError, ValueError) as err:
-            raise ReportError(f"{path}: cannot be read ({err})") from None
+    preds = _read_predictions(run)
     per_sex, per_sex_note = _per_sex(preds, config)
     section: dict[str, Any] = {
         "targets": list(config.targets),
