@@ -15,13 +15,10 @@ from typing import Any
 
 from morphml.config import PretrainConfig, parse_config
 from morphml.exceptions import MorphmlError, ReportError
-from morphml.reports._cohort import SEX_LABELS, cohort_from_manifest
+from morphml.reports._cohort import SEX_LABELS
 from morphml.reports._summary import (
-    FORMAT,
     _age_points,
     _cell,
-    _config_view,
-    _features,
     _header,
     _per_site,
     _performance,
@@ -41,7 +38,7 @@ def summarize_external(run: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Summarise an external-validation folder written by ``morphml evaluate``."""
     from morphml._utils import read_yaml
     from morphml.evaluation import stable_seed
-    from morphml.reports._summary import _per_sex, _read_predictions, _sex_curves
+    from morphml.reports._summary import _per_sex, _read_predictions, _sex_curves, _skeleton
     from morphml.reports._tripod import tripod_items
 
     raw = read_yaml(RunDir(run).config, ReportError, f"{run}: no config.yaml in the folder")
@@ -82,22 +79,9 @@ def summarize_external(run: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         else _age_points(preds, stable_seed(config.seed, "report-points")),
         "sex_curves": [] if preds is None else _sex_curves(preds),
     }
-    summary: dict[str, Any] = {
-        "format": FORMAT,
-        "kind": EXTERNAL_KIND,
-        "run": header,
-        "config": _config_view(config),
-        "cohort": cohort_from_manifest(manifest),
-        "qc": None,
-        "database": None,
-        "features": _features(manifest, config),
-        "harmonization": None,
-        "pretrain": section,
-        "transfer": None,
-        "importance": [],
-        "importance_note": None,
-        "warnings": [],
-    }
+    summary = _skeleton(EXTERNAL_KIND, header, manifest, config)
+    summary["pretrain"] = section
+    summary["warnings"] = []
     items = tripod_items(summary)
     facts = _external_facts(summary, metrics)
     for item in items:
