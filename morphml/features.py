@@ -30,6 +30,7 @@ __all__ = [
     "apply_row_transforms",
     "cohort_scans",
     "load_frame",
+    "load_raw_frame",
     "with_meta",
 ]
 
@@ -273,6 +274,17 @@ def load_frame(
         )  # fmt: skip
         X = pd.concat([X, indicators], axis=1)
     return FeatureFrame(X, meta)
+
+
+def load_raw_frame(db: str | os.PathLike[str] | None, cohort: CohortSpec) -> FeatureFrame:
+    """The cohort's scans with every stored feature as it is: no atlas, measure or missingness
+    selection, no log volumes, relative thickness or site columns (what a reference model's
+    deviations are computed from)."""
+    spec = FeatureSpec(
+        exclude=[], max_missing=1.0, log_volumes=False, relative_thickness=False,
+        site_covariates=False,
+    )  # fmt: skip
+    return load_frame(db, cohort, spec)
 
 
 def apply_row_transforms(X: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:

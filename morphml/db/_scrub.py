@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from morphml.db._zeroing import remove_zeroed, replace_zeroed
+
 __all__ = ["FolderScrub", "scrub_folder", "unreachable_reason"]
 
 
@@ -103,7 +105,7 @@ def scrub_folder(
         else:
             data = path.read_bytes()
             if any(needle in data for needle in needles):
-                _remove(path)
+                remove_zeroed(path)
                 done.removed.append(name)
     manifest = folder / "manifest.json"
     if manifest.is_file():
@@ -138,7 +140,7 @@ def _scrub_parquet(path: Path, keys: set[str]) -> int:
         kept = table.filter(pc.invert(drop))
         tmp = path.with_name(path.name + ".scrub")
         pq.write_table(kept, tmp)
-        _replace(tmp, path)
+        replace_zeroed(tmp, path)
     return n
 
 
@@ -175,7 +177,7 @@ def _scrub_json(
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError):
         if any(k.encode() in path.read_bytes() for k in keys):
-            _remove(path)
+            remove_zeroed(path)
             return True
         return False
     data, changed = _clean(data, keys)
@@ -193,28 +195,5 @@ def _scrub_json(
     if changed:
         tmp = path.with_name(path.name + ".scrub")
         tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        _replace(tmp, path)
+        replace_zeroed(tmp, path)
     return changed
-
-
-def _replace(tmp: Path, path: Path) -> None:
-    """Move ``tmp`` over ``path`` and zero the old file's blocks (see ``_withdraw._scrub``)."""
-    from morphml.db._withdraw import _fsync, _scrub
-
-    os.chmod(tmp, path.stat().st_mode & 0o7777)
-    _fsync(tmp)
-    if os.name != "posix":
-        os.replace(tmp, path)
-        return
-    old = os.open(path, os.O_RDWR)
-    try:
-        os.replace(tmp, path)
-        _scrub(old)
-    finally:
-        os.close(old)
-
-
-def _remove(path: Path) -> None:
-    from morphml.db._withdraw import _remove as remove_zeroed
-
-    remove_zeroed(path)

@@ -127,11 +127,7 @@ def connect(
             _check_writable_folder(path)
             verify(con, path)
         version = schema_version(con, path)
-        if version > SCHEMA_VERSION:
-            raise DatabaseError(
-                f"{path} has schema version {version}, newer than this morphml "
-                f"({__version__} reads up to {SCHEMA_VERSION}); install a newer morphml"
-            )
+        _refuse_newer(path, version)
         if version < SCHEMA_VERSION:
             raise DatabaseError(
                 f"{path} has schema version {version}; this morphml uses {SCHEMA_VERSION}. "
@@ -140,6 +136,15 @@ def connect(
         yield con
     finally:
         con.close()
+
+
+def _refuse_newer(path: Path, version: int) -> None:
+    """Raise when the file's schema is newer than this morphml reads."""
+    if version > SCHEMA_VERSION:
+        raise DatabaseError(
+            f"{path} has schema version {version}, newer than this morphml "
+            f"({__version__} reads up to {SCHEMA_VERSION}); install a newer morphml"
+        )
 
 
 def rollback(con: duckdb.DuckDBPyConnection) -> None:
@@ -179,11 +184,7 @@ def upgrade(db: str | os.PathLike[str] | None = None) -> tuple[int, int]:
         _check_writable_folder(path)
         verify(con, path)
         before = schema_version(con, path)
-        if before > SCHEMA_VERSION:
-            raise DatabaseError(
-                f"{path} has schema version {before}, newer than this morphml "
-                f"({SCHEMA_VERSION}); install a newer morphml"
-            )
+        _refuse_newer(path, before)
         steps = migrations()
         con.execute("BEGIN")
         try:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from morphml.db._privacy import PseudonymKey, check_key, load_key
 from morphml.db._runs import mark_runs_stale, run_folders
 from morphml.db._scrub import scrub_folder, unreachable_reason
 from morphml.db._store import connect, db_path, rollback
+from morphml.db._zeroing import remove_zeroed, replace_zeroed
 from morphml.exceptions import DatabaseError, WithdrawalError
 
 __all__ = [
@@ -345,31 +345,19 @@ def rewrite_database(db: str | os.PathLike[str] | None = None) -> None:
         )
     tmp = path.with_name(path.name + ".rewrite")
     # a partial copy from an interrupted rewrite
-    _remove(tmp)
-    _remove(_wal(tmp))
+    remove_zeroed(tmp)
+    remove_zeroed(_wal(tmp))
     try:
         _copy(path, tmp)
     except BaseException as err:
-        _remove(tmp)
-        _remove(_wal(tmp))
+        remove_zeroed(tmp)
+        remove_zeroed(_wal(tmp))
         if isinstance(err, duckdb.Error):
             raise DatabaseError(
                 f"{path}: rewriting the database failed ({err}); it is unchanged"
             ) from None
         raise
-    os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
-    _fsync(tmp)
-    if os.name != "posix":
-        # Windows cannot replace a file that is open; the old blocks are left to the filesystem
-        os.replace(tmp, path)
-        return
-    old = os.open(path, os.O_RDWR)
-    try:
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        _scrub(old)
-    finally:
-        os.close(old)
+    replace_zeroed(tmp, path)
 
 
 def _copy(path: Path, tmp: Path) -> None:
@@ -407,54 +395,9 @@ def _check_copy(mem: duckdb.DuckDBPyConnection, path: Path) -> None:
             )
 
 
-def _scrub(fd: int) -> None:
-    """Overwrite the replaced file with zeros, unless another hard link still refers to it."""
-    info = os.fstat(fd)
-    if info.st_nlink > 0:
-        return
-    block = bytes(1 << 20)
-    os.lseek(fd, 0, os.SEEK_SET)
-    remaining = info.st_size
-    while remaining > 0:
-        remaining -= os.write(fd, block[: min(remaining, len(block))])
-    os.fsync(fd)
-
-
-def _remove(path: Path) -> None:
-    """Delete a file, zeroing its blocks first (copies hold people's values too)."""
-    if not path.exists():
-        return
-    if os.name != "posix":
-        path.unlink()
-        return
-    fd = os.open(path, os.O_RDWR)
-    try:
-        path.unlink()
-        _scrub(fd)
-    finally:
-        os.close(fd)
-
-
 def _wal(path: Path) -> Path:
     return path.with_name(path.name + ".wal")
 
 
 def _quote(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # makes the rename durable
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

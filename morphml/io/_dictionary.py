@@ -29,6 +29,7 @@ __all__ = [
     "GLOBAL_MEASURES",
     "MEASURES",
     "SEGMENTATION_COLUMNS",
+    "SUBCORTICAL_GRAY",
     "SURFACE_COLUMNS",
     "Alias",
     "FeatureId",
@@ -40,6 +41,19 @@ __all__ = [
     "known_regions",
     "parse_feature_id",
 ]
+
+#: aseg grey-matter structures below the cortex, without Left-/Right- (QC expects each to
+#: have a volume; the simulator sums them into the subcortical grey volume)
+SUBCORTICAL_GRAY: tuple[str, ...] = (
+    "Thalamus",
+    "Caudate",
+    "Putamen",
+    "Pallidum",
+    "Hippocampus",
+    "Amygdala",
+    "Accumbens-area",
+    "VentralDC",
+)
 
 #: atlas -> (table kind, description), from the stats kinds registry
 ATLASES: dict[str, tuple[str, str]] = {

@@ -26,7 +26,7 @@ import fnmatch
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from pathlib import Path
@@ -450,6 +450,22 @@ def _row_error(error: type[Exception], raw: _Raw, row: int, message: str) -> Exc
     return exc
 
 
+def _raise_first(
+    bad: np.ndarray,
+    detail: Callable[[int], str],
+    raw: _Raw,
+    rows: np.ndarray,
+    column: str,
+    error: type[Exception] = TableImportError,
+) -> None:
+    """Raise :func:`_row_error` at the first data row where ``bad`` holds (``i`` its position
+    in ``rows``): ``<file, row, column>: <detail(i)>``."""
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        row = int(rows[i])
+        raise _row_error(error, raw, row, f"{raw.where(row, column)}: {detail(i)}")
+
+
 def _bad_row(exc: Exception) -> tuple[_Raw, int] | None:
     return getattr(exc, "_morphml_row", None)
 
@@ -525,17 +541,17 @@ def _to_float(
         bad = np.isinf(values)
         if nan.any():
             bad |= nan & ~text.str.strip().isin(missing).to_numpy()
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            got = str(text.iloc[i])
-            got = got if len(got) <= 40 else got[:37] + "..."
-            raise _row_error(
-                TableImportError,
-                raw,
-                int(rows[i]),
-                f"{raw.where(int(rows[i]), column)}: expected a finite number (or an empty "
-                f"cell for a missing value), got {got!r}",
-            )
+        _raise_first(
+            bad,
+            # called at once, inside this iteration
+            lambda i: (
+                "expected a finite number (or an empty cell for a missing value), "
+                f"got {_short(str(text.iloc[i]))!r}"  # noqa: B023
+            ),
+            raw,
+            rows,
+            column,
+        )
         out[:, j] = values
     return out
 
@@ -1043,15 +1059,16 @@ def _parse_role(
         if pheno.type == "continuous":
             values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
             bad = (np.isnan(values) | np.isinf(values)) & ~is_missing
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                raise _row_error(
-                    TableImportError,
-                    raw,
-                    int(rows[i]),
-                    f"{raw.where(int(rows[i]), column)}: phenotype {name!r} is continuous; "
-                    f"expected a number, got {_short(text.iloc[i])!r}",
-                )
+            _raise_first(
+                bad,
+                lambda i: (
+                    f"phenotype {name!r} is continuous; "
+                    f"expected a number, got {_short(text.iloc[i])!r}"
+                ),
+                raw,
+                rows,
+                column,
+            )
             values[is_missing] = np.nan
             return pd.Series(values, index=text.index, dtype=np.float64)
         if pheno.coding is not None:
@@ -1089,26 +1106,28 @@ def _check_ages(
     is_missing: np.ndarray,
 ) -> None:
     bad = np.isnan(ages) & ~is_missing
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        got = f", got {_short(str(text.iloc[i]))!r}" if text is not None else ""
-        raise _row_error(
-            TableImportError,
-            raw,
-            int(rows[i]),
-            f"{raw.where(int(rows[i]), column)}: expected age in years (a number){got}",
-        )
+    _raise_first(
+        bad,
+        lambda i: (
+            "expected age in years (a number)"
+            + (f", got {_short(str(text.iloc[i]))!r}" if text is not None else "")
+        ),
+        raw,
+        rows,
+        column,
+    )
     with np.errstate(invalid="ignore"):
         out = (ages < 0) | (ages > 120)
-    if out.any():
-        i = int(np.flatnonzero(out)[0])
-        got = f", got {ages[i]:g}" if text is not None else ""
-        raise _row_error(
-            TableImportError,
-            raw,
-            int(rows[i]),
-            f"{raw.where(int(rows[i]), column)}: expected age in years between 0 and 120{got}",
-        )
+    _raise_first(
+        out,
+        lambda i: (
+            "expected age in years between 0 and 120"
+            + (f", got {ages[i]:g}" if text is not None else "")
+        ),
+        raw,
+        rows,
+        column,
+    )
 
 
 def _apply_coding(
@@ -1123,16 +1142,18 @@ def _apply_coding(
     codes = _norm_codes(text)
     mapped = codes.map(coding)
     bad = mapped.isna().to_numpy() & ~is_missing
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise _row_error(
-            ColumnMapError,
-            raw,
-            int(rows[i]),
-            f"{raw.where(int(rows[i]), column)}: value {_short(str(text.iloc[i]))!r} is not in "
+    _raise_first(
+        bad,
+        lambda i: (
+            f"value {_short(str(text.iloc[i]))!r} is not in "
             f"the map's {key} (codes: {', '.join(repr(c) for c in coding)}); add it to {key} "
-            "or correct the cell (or ingest with --on-error skip to leave the row out)",
-        )
+            "or correct the cell (or ingest with --on-error skip to leave the row out)"
+        ),
+        raw,
+        rows,
+        column,
+        error=ColumnMapError,
+    )
     return _with_none(mapped, is_missing)
 
 
@@ -1148,20 +1169,21 @@ def _derive_age(
         is_missing = _missing_mask(text, missing)
         parsed = pd.to_datetime(_with_none(text, is_missing), format=fmt, errors="coerce")
         bad = parsed.isna().to_numpy() & ~is_missing
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            # the cell is not shown: it is a date of birth or of a visit
-            raise _row_error(
-                TableImportError,
-                raw,
-                int(rows[i]),
-                f"{raw.where(int(rows[i]), column)}: expected a date "
+        # the cell is not shown: it is a date of birth or of a visit
+        _raise_first(
+            bad,
+            lambda i: (
+                "expected a date "
                 + (
                     f"in the format {ident.date_format!r}"
                     if ident.date_format
                     else "in ISO 8601 form (YYYY-MM-DD) or a 'date_format' under 'identifying'"
-                ),
-            )
+                )
+            ),
+            raw,
+            rows,
+            column,
+        )
         dates[key] = parsed
     days = (dates["scan_date"] - dates["birth_date"]).dt.days.to_numpy(dtype=np.float64)
     ages = days / 365.25

@@ -9,7 +9,7 @@ already there.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 from sklearn.utils.extmath import randomized_svd
 
+from morphml.io import SUBCORTICAL_GRAY
 from morphml.qc._report import QCFlag
 from morphml.qc._thresholds import QCThresholds
 
@@ -55,14 +56,7 @@ _BILATERAL = (
     "Lateral-Ventricle",
     "Cerebellum-White-Matter",
     "Cerebellum-Cortex",
-    "Thalamus",
-    "Caudate",
-    "Putamen",
-    "Pallidum",
-    "Hippocampus",
-    "Amygdala",
-    "Accumbens-area",
-    "VentralDC",
+    *SUBCORTICAL_GRAY,
 )
 MUST_EXIST_ASEG: tuple[str, ...] = (
     *(f"{side}-{name}" for side in ("Left", "Right") for name in _BILATERAL),
@@ -100,6 +94,14 @@ class RuleResult:
     flags: list[QCFlag] = field(default_factory=list)
     not_assessed: int = 0
     notes: list[str] = field(default_factory=list)
+
+    def unjudged(self, keys: Iterable[str], wanted: set[str], note: str) -> None:
+        """Count the ``wanted`` scans among ``keys`` (too few to compare with) as not assessed;
+        ``note``, its ``{}`` filled with their number, says why."""
+        n = sum(1 for k in keys if k in wanted)
+        if n:
+            self.not_assessed += n
+            self.notes.append(note.format(f"{n:,}"))
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -244,13 +246,10 @@ def rule_euler(
                         round(z, 4),
                     )
                 )
-    n_unjudged = sum(1 for k in unjudged if k in wanted)
-    if n_unjudged:
-        site_z.not_assessed += n_unjudged
-        site_z.notes.append(
-            f"euler_site_z: {n_unjudged:,} scans not assessed: fewer than "
-            f"{th.site_min_scans} scans with an Euler number to compare with"
-        )
+    site_z.unjudged(
+        unjudged, wanted, f"euler_site_z: {{}} scans not assessed: fewer than "
+        f"{th.site_min_scans} scans with an Euler number to compare with",
+    )  # fmt: skip
     return {"euler_absolute": absolute, "euler_site_z": site_z}
 
 
@@ -584,13 +583,10 @@ def rule_multivariate(
     groups, unjudged = _reference_groups(labels, th.multivariate_min_scans)
     wanted = set(targets)
     groups = [g for g in groups if any(k in wanted for k in g[2])]
-    n_unjudged = sum(1 for k in unjudged if k in wanted)
-    if n_unjudged:
-        result.not_assessed += n_unjudged
-        result.notes.append(
-            f"multivariate_outlier: {n_unjudged:,} scans not assessed: fewer than "
-            f"{th.multivariate_min_scans} scans in the database to compare with"
-        )
+    result.unjudged(
+        unjudged, wanted, f"multivariate_outlier: {{}} scans not assessed: fewer than "
+        f"{th.multivariate_min_scans} scans in the database to compare with",
+    )  # fmt: skip
     if not groups:
         return result
     feats = _mv_features(con)

@@ -246,14 +246,9 @@ def source_deviations(
         Index ``scan_key``; ``site``, ``site_status`` (``reference``, ``adapted`` or ``prior``),
         then ``z:<feature>`` and ``centile:<feature>`` per reference feature the source has.
     """
-    from morphml.features import load_frame
+    from morphml.features import load_raw_frame
 
-    cohort = CohortSpec(sources=[source], first_session_only=False)
-    spec = FeatureSpec(
-        exclude=[], max_missing=1.0, log_volumes=False, relative_thickness=False,
-        site_covariates=False,
-    )  # fmt: skip
-    frame = load_frame(db, cohort, spec)
+    frame = load_raw_frame(db, CohortSpec(sources=[source], first_session_only=False))
     present = [f for f in reference.features if f in frame.X.columns]
     if not present:
         raise ReferenceModelError(

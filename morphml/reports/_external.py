@@ -13,17 +13,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from morphml.config import PretrainConfig, parse_config
 from morphml.exceptions import MorphmlError, ReportError
-from morphml.reports._cohort import SEX_LABELS, cohort_from_manifest
+from morphml.reports._cohort import SEX_LABELS
 from morphml.reports._summary import (
-    FORMAT,
     _age_points,
     _cell,
-    _config_view,
-    _features,
     _header,
     _per_site,
     _performance,
@@ -43,7 +38,7 @@ def summarize_external(run: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Summarise an external-validation folder written by ``morphml evaluate``."""
     from morphml._utils import read_yaml
     from morphml.evaluation import stable_seed
-    from morphml.reports._summary import _per_sex, _sex_curves
+    from morphml.reports._summary import _per_sex, _read_predictions, _sex_curves, _skeleton
     from morphml.reports._tripod import tripod_items
 
     raw = read_yaml(RunDir(run).config, ReportError, f"{run}: no config.yaml in the folder")
@@ -54,13 +49,7 @@ def summarize_external(run: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(config, PretrainConfig):
         raise ReportError(f"{run}: config.yaml is not a pretrain config")
     metrics = _read_json(RunDir(run).metrics, "the evaluation did not finish")
-    preds = None
-    path = RunDir(run).predictions
-    if path.is_file():
-        try:
-            preds = pd.read_parquet(path)
-        except (OSError, ValueError) as err:
-            raise ReportError(f"{path}: cannot be read ({err})") from None
+    preds = _read_predictions(run)
     evaluated = dict(manifest.get("evaluated") or {})
     per_sex, per_sex_note = _per_sex(preds, config)
     header = _header(run, manifest, config)
@@ -90,22 +79,9 @@ def summarize_external(run: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         else _age_points(preds, stable_seed(config.seed, "report-points")),
         "sex_curves": [] if preds is None else _sex_curves(preds),
     }
-    summary: dict[str, Any] = {
-        "format": FORMAT,
-        "kind": EXTERNAL_KIND,
-        "run": header,
-        "config": _config_view(config),
-        "cohort": cohort_from_manifest(manifest),
-        "qc": None,
-        "database": None,
-        "features": _features(manifest, config),
-        "harmonization": None,
-        "pretrain": section,
-        "transfer": None,
-        "importance": [],
-        "importance_note": None,
-        "warnings": [],
-    }
+    summary = _skeleton(EXTERNAL_KIND, header, manifest, config)
+    summary["pretrain"] = section
+    summary["warnings"] = []
     items = tripod_items(summary)
     facts = _external_facts(summary, metrics)
     for item in items:

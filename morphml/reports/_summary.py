@@ -483,18 +483,48 @@ def _folds_by_scheme(manifest: dict[str, Any], preds: pd.DataFrame | None) -> di
     return {scheme: len(names) for scheme, names in folds.items()}
 
 
+def _skeleton(
+    kind: str,
+    header: dict[str, Any],
+    manifest: dict[str, Any],
+    config: PretrainConfig | TransferConfig,
+) -> dict[str, Any]:
+    """A summary's keys in their order, with what the manifest and config give; the parts
+    of each kind of run fill the rest."""
+    return {
+        "format": FORMAT,
+        "kind": kind,
+        "run": header,
+        "config": _config_view(config),
+        "cohort": cohort_from_manifest(manifest),
+        "qc": None,
+        "database": None,
+        "features": _features(manifest, config),
+        "harmonization": None,
+        "pretrain": None,
+        "transfer": None,
+        "importance": [],
+        "importance_note": None,
+    }
+
+
+def _read_predictions(run: Path) -> pd.DataFrame | None:
+    """The run's out-of-fold predictions; None when it wrote none."""
+    path = RunDir(run).predictions
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as err:
+        raise ReportError(f"{path}: cannot be read ({err})") from None
+
+
 def _pretrain(
     run: Path, manifest: dict[str, Any], config: PretrainConfig, metrics: dict[str, Any]
 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
     from morphml.evaluation import stable_seed
 
-    preds = None
-    path = RunDir(run).predictions
-    if path.is_file():
-        try:
-            preds = pd.read_parquet(path)
-        except (OSError, ValueError) as err:
-            raise ReportError(f"{path}: cannot be read ({err})") from None
+    preds = _read_predictions(run)
     per_sex, per_sex_note = _per_sex(preds, config)
     section: dict[str, Any] = {
         "targets": list(config.targets),
@@ -705,21 +735,7 @@ def summarize(
     if kind == EXTERNAL_KIND and raw_manifest is not None:
         return summarize_external(run, raw_manifest)
     manifest, config, metrics = _read_run(run)
-    summary: dict[str, Any] = {
-        "format": FORMAT,
-        "kind": manifest["kind"],
-        "run": _header(run, manifest, config),
-        "config": _config_view(config),
-        "cohort": cohort_from_manifest(manifest),
-        "qc": None,
-        "database": None,
-        "features": _features(manifest, config),
-        "harmonization": None,
-        "pretrain": None,
-        "transfer": None,
-        "importance": [],
-        "importance_note": None,
-    }
+    summary = _skeleton(manifest["kind"], _header(run, manifest, config), manifest, config)
     warnings = [] if db is None else _database_part(summary, db, manifest, config)
     warnings += _config_warnings(manifest, config)
     if isinstance(config, PretrainConfig):

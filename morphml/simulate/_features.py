@@ -59,10 +59,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from morphml.io import known_regions
+from morphml.io import SUBCORTICAL_GRAY, known_regions
 from morphml.simulate._calibration import Calibration, design_matrix
 from morphml.simulate._template import template
-from morphml.simulate._writer import SUBCORTICAL_GRAY, VENTRICLES
+from morphml.simulate._writer import VENTRICLES
 
 __all__ = ["CohortModel", "Generated", "ScanDesign"]
 

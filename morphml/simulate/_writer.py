@@ -60,6 +60,7 @@ from morphml.io import (
     ATLASES,
     GLOBAL_MEASURES,
     SEGMENTATION_COLUMNS,
+    SUBCORTICAL_GRAY,
     SURFACE_COLUMNS,
     known_regions,
     parse_feature_id,
@@ -1358,8 +1359,8 @@ _TYPICAL_ASEG = {
     "Cerebral-White-Matter": 235000.0,
     "UnsegmentedWhiteMatter": 30000.0,
 }
-#: aseg structures (without Left-/Right-) summed into ventricle and subcortical-grey volumes;
-#: the simulator reuses them
+#: aseg structures (without Left-/Right-) summed into the ventricle volume (the subcortical
+#: grey volume sums io's SUBCORTICAL_GRAY); the simulator reuses both
 VENTRICLES = (
     "Lateral-Ventricle",
     "Inf-Lat-Vent",
@@ -1367,16 +1368,6 @@ VENTRICLES = (
     "4th-Ventricle",
     "5th-Ventricle",
     "choroid-plexus",
-)
-SUBCORTICAL_GRAY = (
-    "Thalamus",
-    "Caudate",
-    "Putamen",
-    "Pallidum",
-    "Hippocampus",
-    "Amygdala",
-    "Accumbens-area",
-    "VentralDC",
 )
 
 

@@ -194,14 +194,9 @@ def reference_columns(
     reference has and the scans lack are left out (listed in the error when none remain);
     a scan missing one of the used features is refused, as for the pretrain run's features.
     """
-    from morphml.config import FeatureSpec
-    from morphml.features import load_frame
+    from morphml.features import load_raw_frame
 
-    spec = FeatureSpec(
-        atlases=None, exclude=[], max_missing=1.0, log_volumes=False,
-        relative_thickness=False, site_covariates=False,
-    )  # fmt: skip
-    frame = load_frame(db, cohort, spec)
+    frame = load_raw_frame(db, cohort)
     used = [f for f in reference.features if f in frame.X.columns]
     if not used:
         raise TransferError(
