@@ -16,7 +16,6 @@ absolute paths it was given, the user and host names, and the date.
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import os
 import pwd
 import socket
@@ -26,20 +25,10 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-import morphml
-
 
 def writer() -> tuple[Any, Any]:
-    """``example_features`` and ``write_subject_stats`` without importing morphml.io's table
-    readers (pandas), so a stand-in starts in a fraction of a second like a shell script."""
-    io_dir = Path(morphml.__file__).parent / "io"
-    if "morphml.io" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "morphml.io", io_dir / "__init__.py", submodule_search_locations=[str(io_dir)]
-        )
-        if spec is None:  # pragma: no cover
-            raise SystemExit("stand-in: cannot locate morphml.io")
-        sys.modules["morphml.io"] = importlib.util.module_from_spec(spec)
+    """``example_features`` and ``write_subject_stats`` of the simulator (imported on first
+    use: the stand-ins that write no stats start without them)."""
     from morphml.simulate import example_features, write_subject_stats
 
     return example_features, write_subject_stats
