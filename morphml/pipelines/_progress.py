@@ -87,6 +87,7 @@ class FitProgress:
         self._finished: set[str] = set()
         self._inbox: str | None = None  # the file worker processes append trials to
         self._read = 0
+        self._inbox_lock = threading.Lock()  # the reader thread and study_done both read
         self._reader: threading.Thread | None = None
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -140,14 +141,15 @@ class FitProgress:
         """Count the trials worker processes reported since the last read."""
         if self._inbox is None:
             return
-        try:
-            with open(self._inbox, "rb") as handle:
-                handle.seek(self._read)
-                data = handle.read()
-        except OSError:
-            return
-        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
-        self._read += len(complete)
+        with self._inbox_lock:
+            try:
+                with open(self._inbox, "rb") as handle:
+                    handle.seek(self._read)
+                    data = handle.read()
+            except OSError:
+                return
+            complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
+            self._read += len(complete)
         for line in complete.decode("utf-8", "replace").splitlines():
             with self._lock:
                 finished = line in self._finished
