@@ -44,13 +44,12 @@ def ingest(
     scheduler: str | None,
 ) -> None:
     """Ingest FreeSurfer/FastSurfer folders or tables into the database (one transaction)."""
+    from morphml import ingest as run_ingest
     from morphml.db import db_path
-    from morphml.db import ingest as run_ingest
-    from morphml.qc import qc_at_ingest
 
     target = db_path(db)
     created = not target.exists()
-    summary = run_ingest(
+    summary = run_ingest(  # what morphml.ingest does: QC inside the ingest's transaction
         list(paths),
         source=source,
         db=db,
@@ -63,7 +62,6 @@ def ingest(
         allow_reenrol=allow_reenrol,
         progress=True,
         scheduler=scheduler,
-        quality_control=qc_at_ingest,
     )
     for line in summary.lines():
         click.echo(line)
